@@ -1,0 +1,135 @@
+"""The `fhirtwin` command: serve, db init, load."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    from app import create_app
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{args.host}:{args.port}")
+            self.cfg.set("workers", args.workers)
+            self.cfg.set("threads", args.threads)
+            self.cfg.set("worker_class", "gthread" if args.threads > 1 else "sync")
+            self.cfg.set("accesslog", "-" if args.access_log else None)
+            self.cfg.set("timeout", 300)
+            self.cfg.set("keepalive", 5)
+
+        def load(self) -> Any:
+            return create_app()
+
+    _init_db(quiet=True)
+    print(f"fhirtwin serving http://{args.host}:{args.port}/fhir", file=sys.stderr, flush=True)
+    Server().run()
+    return 0
+
+
+def _init_db(quiet: bool = False) -> None:
+    from app.store.migrate import upgrade
+    from config.settings import from_env
+
+    cfg = from_env()
+    cfg.INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+    upgrade(cfg.database_url())
+    if not quiet:
+        print(f"database ready: {_redact(cfg.database_url())}")
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def _bundle_files(paths: list[str]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            out.extend(sorted(x for x in path.rglob("*.json") if x.is_file()))
+        else:
+            out.append(path)
+    return out
+
+
+def _load(args: argparse.Namespace) -> int:
+    """Loads each Bundle through POST /fhir, the same path a client takes."""
+    from app import create_app
+
+    _init_db(quiet=True)
+    app = create_app()
+    client = app.test_client()
+    files = _bundle_files(args.paths)
+    if not files:
+        print("no bundle files found", file=sys.stderr)
+        return 2
+    failed = 0
+    total = 0
+    start = time.perf_counter()
+    for n, f in enumerate(files, 1):
+        t0 = time.perf_counter()
+        try:
+            data = f.read_bytes()
+        except OSError as e:
+            print(f"\n{f}: cannot read: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        resp = client.post("/fhir", data=data, headers={"Content-Type": "application/fhir+json", "Prefer": "return=minimal"})
+        body = resp.get_json(silent=True) or {}
+        if resp.status_code != 200:
+            failed += 1
+            diag = "; ".join(i.get("diagnostics", "") for i in body.get("issue", []))[:2000]
+            print(f"\n{f}: HTTP {resp.status_code}: {diag}", file=sys.stderr)
+            continue
+        entries = body.get("entry", [])
+        bad = [e for e in entries if not str(e.get("response", {}).get("status", "")).startswith(("200", "201", "204"))]
+        if bad:
+            failed += 1
+            print(f"\n{f}: {len(bad)} batch entries failed: {bad[0].get('response')}", file=sys.stderr)
+        total += len(entries)
+        done = int(30 * n / len(files))
+        rate = len(entries) / max(time.perf_counter() - t0, 1e-9)
+        print(f"\r[{'#' * done}{'.' * (30 - done)}] {n}/{len(files)} {f.name[:40]:40s} {rate:7.0f} res/s",
+              end="", file=sys.stderr, flush=True)
+    elapsed = time.perf_counter() - start
+    print(file=sys.stderr)
+    print(f"loaded {total} resources from {len(files) - failed}/{len(files)} files in {elapsed:.1f} s "
+          f"({total / max(elapsed, 1e-9):.0f} resources/s)")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fhirtwin", description="fhirtwin FHIR R4 server")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="serve /fhir with gunicorn")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--workers", type=int, default=int(os.environ.get("FHIRTWIN_WORKERS", "2")))
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--access-log", action="store_true")
+    d = sub.add_parser("db", help="database commands")
+    d.add_argument("action", choices=["init"])
+    ld = sub.add_parser("load", help="load Bundle files or folders of them")
+    ld.add_argument("paths", nargs="+")
+    args = parser.parse_args(argv)
+    if args.cmd == "serve":
+        return _serve(args)
+    if args.cmd == "db":
+        _init_db()
+        return 0
+    return _load(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,490 @@
+"""Batch and transaction processing (R4 http.html#transaction), and the searchset/history builders.
+
+Bundles are built as dicts whose entry resources are orjson.Fragment(stored bytes): the stored
+JSON is spliced into the response, never parsed and re-serialised.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import orjson
+
+from app.errors import (
+    BadRequest,
+    FhirError,
+    InvalidResource,
+    Issue,
+    MultipleMatches,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+)
+from app.store.query import SearchQuery
+from app.store.repository import Stored
+
+from . import interactions as ix
+from .resources import RESOURCE_TYPES
+from .summary import apply_elements, apply_summary
+
+SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
+
+
+def _entry_for(ctx: ix.Context, s: Stored, mode: str | None, q: SearchQuery | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"fullUrl": f"{ctx.base_url}/{s.rtype}/{s.rid}"}
+    assert s.body is not None
+    if q is not None and (q.summary in ("true", "text", "data") or q.elements):
+        doc = orjson.loads(s.body)
+        doc = apply_summary(doc, q.summary) if q.summary else apply_elements(doc, q.elements or [])
+        entry["resource"] = doc
+    else:
+        entry["resource"] = orjson.Fragment(s.body)
+    if mode:
+        entry["search"] = {"mode": mode}
+    return entry
+
+
+def _link(ctx: ix.Context, path: str, params: list[tuple[str, str]]) -> str:
+    qs = urlencode(params, safe=":,|$*/")
+    return f"{ctx.base_url}/{path}" + (f"?{qs}" if qs else "")
+
+
+def searchset(ctx: ix.Context, q: SearchQuery, path: str) -> dict[str, Any]:
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    used = [(k, v) for k, v in q.used if k != "_offset"]
+    if q.summary == "count":
+        bundle["total"] = ctx.store.count(q)
+        bundle["link"] = [{"relation": "self", "url": _link(ctx, path, used)}]
+        return bundle
+    rows, more = ctx.store.search(q) if q.count > 0 else ([], ctx.store.count(q) > 0)
+    if q.total == "accurate" or (q.total == "estimate"):
+        bundle["total"] = ctx.store.count(q)
+    elif not more and q.offset == 0:
+        # The whole result is on this page, so the total costs nothing.
+        bundle["total"] = len(rows)
+    links = [{"relation": "self", "url": _link(ctx, path, used + ([("_offset", str(q.offset))] if q.offset else []))}]
+    links.append({"relation": "first", "url": _link(ctx, path, used)})
+    if q.offset > 0:
+        prev = max(q.offset - q.count, 0)
+        links.append({"relation": "previous", "url": _link(ctx, path, used + ([("_offset", str(prev))] if prev else []))})
+    if more:
+        links.append({"relation": "next", "url": _link(ctx, path, [*used, ("_offset", str(q.offset + q.count))])})
+    bundle["link"] = links
+    entries = [_entry_for(ctx, s, "match", q) for s in rows]
+    issues: list[dict[str, Any]] = []
+    if q.includes and rows:
+        included, truncated = ctx.store.includes(rows, q.includes, ctx.max_includes)
+        entries.extend(_entry_for(ctx, s, "include") for s in included)
+        if truncated:
+            issues.append({
+                "severity": "warning", "code": "too-costly",
+                "diagnostics": f"_include/_revinclude results were truncated at {ctx.max_includes} resources for this page; "
+                               "use a smaller _count to get them all",
+            })
+    if issues:
+        entries.append({"resource": {"resourceType": "OperationOutcome", "issue": issues}, "search": {"mode": "outcome"}})
+    bundle["entry"] = entries
+    return bundle
+
+
+def history_bundle(ctx: ix.Context, rows: list[Stored], more: bool, path: str, used: list[tuple[str, str]],
+                   count: int, offset: int) -> dict[str, Any]:
+    entries = []
+    for s in rows:
+        entry: dict[str, Any] = {"fullUrl": f"{ctx.base_url}/{s.rtype}/{s.rid}"}
+        if s.body is not None:
+            entry["resource"] = orjson.Fragment(s.body)
+        method = "POST" if s.method == "POST" else ("DELETE" if s.deleted else "PUT")
+        url = s.rtype if method == "POST" else f"{s.rtype}/{s.rid}"
+        entry["request"] = {"method": method, "url": url}
+        status = "201 Created" if method == "POST" else ("204 No Content" if s.deleted else "200 OK")
+        entry["response"] = {"status": status, "etag": f'W/"{s.version}"', "lastModified": ix.instant(s.lu)}
+        entries.append(entry)
+    links = [{"relation": "self", "url": _link(ctx, path, used + ([("_offset", str(offset))] if offset else []))}]
+    if more:
+        links.append({"relation": "next", "url": _link(ctx, path, [*used, ("_offset", str(offset + count))])})
+    if offset:
+        prev = max(offset - count, 0)
+        links.append({"relation": "previous", "url": _link(ctx, path, used + ([("_offset", str(prev))] if prev else []))})
+    out: dict[str, Any] = {"resourceType": "Bundle", "type": "history", "link": links, "entry": entries}
+    if not more and offset == 0:
+        out["total"] = len(entries)
+    return out
+
+
+# ---------------------------------------------------------------- batch / transaction
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+
+
+@dataclass(slots=True)
+class Entry:
+    index: int
+    full_url: str | None
+    method: str
+    url: str
+    rtype: str | None
+    rid: str | None
+    vid: str | None
+    query: str | None
+    resource: Any
+    request: dict[str, Any]
+    target: str | None = None  # "Type/id" this entry writes
+    result: ix.Result | None = None
+    skip_create: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _entry_error(e: FhirError, entry: Entry) -> FhirError:
+    """The same error, naming the entry (index and fullUrl) and the element inside it."""
+    where = f"Bundle.entry[{entry.index}]"
+    label = f"{where}" + (f" (fullUrl {entry.full_url})" if entry.full_url else "")
+    issues = []
+    for i in e.issues:
+        exprs = []
+        for x in i.expression or ():
+            if entry.rtype and (x == entry.rtype or x.startswith(entry.rtype + ".")):
+                exprs.append(f"{where}.resource" + x[len(entry.rtype):])
+            else:
+                exprs.append(f"{where}.{x}" if not x.startswith("Bundle") else x)
+        issues.append(Issue(f"{label}: {i.diagnostics}", tuple(exprs) or (where,), i.code, i.severity))
+    err = type(e)(issues=issues, headers=e.headers)
+    return err
+
+
+def _parse_entry(ctx: ix.Context, i: int, raw: Any) -> Entry:
+    where = f"Bundle.entry[{i}]"
+    if not isinstance(raw, dict):
+        raise BadRequest(f"{where} must be an object", expression=where)
+    req = raw.get("request")
+    if not isinstance(req, dict):
+        raise BadRequest(f"{where}.request is required in a batch or transaction", expression=f"{where}.request")
+    method = req.get("method")
+    url = req.get("url")
+    if method not in _METHODS:
+        raise BadRequest(f"{where}.request.method must be one of {', '.join(_METHODS)}", expression=f"{where}.request.method")
+    if not isinstance(url, str) or not url:
+        raise BadRequest(f"{where}.request.url is required", expression=f"{where}.request.url")
+    if url.startswith(ctx.base_url + "/"):
+        url = url[len(ctx.base_url) + 1:]
+    url = url.lstrip("/")
+    path, _, query = url.partition("?")
+    parts = [p for p in path.split("/") if p]
+    rtype = parts[0] if parts else None
+    if rtype is not None and rtype not in RESOURCE_TYPES and not rtype.startswith(("$", "_")):
+        raise BadRequest(f"{where}.request.url names an unknown resource type '{rtype}'", expression=f"{where}.request.url")
+    rid = parts[1] if len(parts) > 1 and not parts[1].startswith(("_", "$")) else None
+    vid = parts[3] if len(parts) == 4 and parts[2] == "_history" else None
+    full_url = raw.get("fullUrl")
+    e = Entry(i, full_url, method, url, rtype, rid, vid, query or None, raw.get("resource"), req)
+    if method in ("POST", "PUT") and not isinstance(e.resource, dict):
+        raise BadRequest(f"{where}.resource is required for {method}", expression=f"{where}.resource")
+    if method in ("POST", "PUT", "DELETE", "PATCH") and rtype is None:
+        raise BadRequest(f"{where}.request.url must name a resource type", expression=f"{where}.request.url")
+    if method == "POST" and len(parts) != 1:
+        raise BadRequest(f"{where}: POST url must be a resource type, got '{url}'", expression=f"{where}.request.url")
+    if method in ("PUT", "PATCH", "DELETE") and rid is None and not query:
+        raise BadRequest(f"{where}: {method} needs Type/id or Type?criteria, got '{url}'", expression=f"{where}.request.url")
+    return e
+
+
+def process(ctx: ix.Context, bundle: Any, max_entries: int) -> dict[str, Any]:
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise InvalidResource("POST to the base URL takes a Bundle", expression="resourceType")
+    btype = bundle.get("type")
+    if btype not in ("batch", "transaction"):
+        raise BadRequest(f"Bundle.type must be batch or transaction, got '{btype}'", expression="Bundle.type")
+    raw_entries = bundle.get("entry") or []
+    if not isinstance(raw_entries, list):
+        raise BadRequest("Bundle.entry must be an array", expression="Bundle.entry")
+    if len(raw_entries) > max_entries:
+        raise PayloadTooLarge(f"The Bundle has {len(raw_entries)} entries; at most {max_entries} are accepted")
+    if btype == "transaction":
+        return transaction(ctx, raw_entries)
+    return batch(ctx, raw_entries)
+
+
+def _response_entry(ctx: ix.Context, r: ix.Result) -> dict[str, Any]:
+    status = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "304 Not Modified"}.get(r.status, str(r.status))
+    resp: dict[str, Any] = {"status": status}
+    if "Location" in r.headers:
+        resp["location"] = r.headers["Location"].removeprefix(ctx.base_url + "/")
+    if "ETag" in r.headers:
+        resp["etag"] = r.headers["ETag"]
+    if r.stored is not None:
+        resp["lastModified"] = ix.instant(r.stored.lu)
+    out: dict[str, Any] = {}
+    if r.stored is not None and r.stored.body is not None:
+        out["fullUrl"] = f"{ctx.base_url}/{r.stored.rtype}/{r.stored.rid}"
+        out["resource"] = orjson.Fragment(r.stored.body) if r.body is r.stored.body else orjson.Fragment(r.body or b"{}")
+    elif r.resource is not None:
+        out["resource"] = r.resource
+    out["response"] = resp
+    return out
+
+
+def _run_read(ctx: ix.Context, e: Entry) -> ix.Result:
+    if e.rtype is None:
+        if e.url.startswith("_history"):
+            return ix.history(ctx, None, None, parse_qsl(e.query or ""), "_history")
+        return ix.search(ctx, None, parse_qsl(e.query or "", keep_blank_values=True), strict=ctx.strict, path="")
+    if e.rid is None:
+        if e.url.split("?")[0].endswith("_history"):
+            return ix.history(ctx, e.rtype, None, parse_qsl(e.query or ""), f"{e.rtype}/_history")
+        return ix.search(ctx, e.rtype, parse_qsl(e.query or "", keep_blank_values=True), strict=ctx.strict, path=e.rtype)
+    if e.vid is not None:
+        return ix.vread(ctx, e.rtype, e.rid, e.vid)
+    if e.url.split("?")[0].endswith("_history"):
+        return ix.history(ctx, e.rtype, e.rid, parse_qsl(e.query or ""), f"{e.rtype}/{e.rid}/_history")
+    return ix.read(ctx, e.rtype, e.rid)
+
+
+def _run_one(ctx: ix.Context, e: Entry) -> ix.Result:
+    """One entry as if it were its own request (batch semantics)."""
+    req = e.request
+    assert e.rtype is not None or e.method in ("GET", "HEAD")
+    if e.method in ("GET", "HEAD"):
+        return _run_read(ctx, e)
+    assert e.rtype is not None
+    if e.method == "POST":
+        return ix.create(ctx, e.rtype, e.resource, if_none_exist=req.get("ifNoneExist"))
+    if e.method == "PUT":
+        if e.rid is None:
+            return ix.conditional_update(ctx, e.rtype, e.query or "", e.resource, if_match=req.get("ifMatch"))
+        return ix.update(ctx, e.rtype, e.rid, e.resource, if_match=req.get("ifMatch"))
+    if e.method == "PATCH":
+        body, ctype = _patch_body(e)
+        rid = e.rid
+        if rid is None:
+            matches = ix.conditional_matches(ctx, e.rtype, e.query or "", "Conditional patch")
+            if len(matches) != 1:
+                raise (MultipleMatches if matches else NotFound)(f"Conditional patch matched {len(matches)} resources")
+            rid = matches[0][1]
+        return ix.patch(ctx, e.rtype, rid, body, ctype, if_match=req.get("ifMatch"))
+    if e.rid is None:
+        return ix.conditional_delete(ctx, e.rtype, e.query or "")
+    return ix.delete(ctx, e.rtype, e.rid)
+
+
+def _patch_body(e: Entry) -> tuple[Any, str]:
+    res = e.resource
+    if isinstance(res, dict) and res.get("resourceType") == "Binary":
+        import base64
+
+        try:
+            return orjson.loads(base64.b64decode(res.get("data", ""))), "application/json-patch+json"
+        except (ValueError, orjson.JSONDecodeError):
+            raise BadRequest("The Binary of a PATCH entry must hold a base64 JSON Patch document") from None
+    if isinstance(res, dict) and res.get("resourceType") == "Parameters":
+        return res, "application/fhir+json"
+    raise BadRequest("A PATCH entry needs a Binary (JSON Patch) or a Parameters (FHIRPath Patch) resource")
+
+
+def batch(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
+    out = []
+    session = ctx.store.session
+    for i, raw in enumerate(raw_entries):
+        sp = session.begin_nested()
+        try:
+            e = _parse_entry(ctx, i, raw)
+            r = _run_one(ctx, e)
+            sp.commit()
+            out.append(_response_entry(ctx, r))
+        except FhirError as err:
+            sp.rollback()
+            out.append({"response": {"status": f"{err.status}", "outcome": err.outcome()}})
+    return {"resourceType": "Bundle", "type": "batch-response", "entry": out}
+
+
+# ---------------------------------------------------------------- transaction
+
+
+_NARRATIVE_LINK = re.compile(r'((?:href|src)=")(urn:(?:uuid|oid):[^"]+)(")')
+
+
+def _rewrite(node: Any, idmap: dict[str, str]) -> Any:
+    """Replace every string that is a mapped identity (references, uri/url elements), and
+    links to them in narrative."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if isinstance(v, str):
+                if v in idmap:
+                    node[k] = idmap[v]
+                elif k == "div" and "urn:" in v:
+                    node[k] = _NARRATIVE_LINK.sub(lambda m: m.group(1) + idmap.get(m.group(2), m.group(2)) + m.group(3), v)
+            elif isinstance(v, (dict, list)):
+                _rewrite(v, idmap)
+    elif isinstance(node, list):
+        for j, v in enumerate(node):
+            if isinstance(v, str):
+                if v in idmap:
+                    node[j] = idmap[v]
+            elif isinstance(v, (dict, list)):
+                _rewrite(v, idmap)
+    return node
+
+
+def _conditional_refs(node: Any, found: set[str]) -> None:
+    if isinstance(node, dict):
+        ref = node.get("reference")
+        if isinstance(ref, str) and "?" in ref and not ref.startswith(("http:", "https:", "urn:")):
+            found.add(ref)
+        for v in node.values():
+            if isinstance(v, (dict, list)):
+                _conditional_refs(v, found)
+    elif isinstance(node, list):
+        for v in node:
+            if isinstance(v, (dict, list)):
+                _conditional_refs(v, found)
+
+
+def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
+    entries: list[Entry] = []
+    full_urls: dict[str, int] = {}
+    for i, raw in enumerate(raw_entries):
+        e = _parse_entry(ctx, i, raw)
+        if e.full_url:
+            if e.full_url in full_urls and e.method != "GET":
+                raise BadRequest(
+                    f"Bundle.entry[{i}] repeats fullUrl {e.full_url} of entry {full_urls[e.full_url]}",
+                    expression=f"Bundle.entry[{i}].fullUrl",
+                )
+            full_urls[e.full_url] = i
+        entries.append(e)
+
+    idmap: dict[str, str] = {}
+    targets: dict[str, int] = {}
+
+    def claim(e: Entry, target: str) -> None:
+        if target in targets:
+            raise BadRequest(
+                f"Bundle.entry[{e.index}] and Bundle.entry[{targets[target]}] both change {target}; "
+                "a transaction may change a resource only once",
+                expression=f"Bundle.entry[{e.index}]",
+            )
+        targets[target] = e.index
+        e.target = target
+
+    # Identities first: new ids for creates, matches for conditional creates/updates/deletes,
+    # all against the store as it was before the transaction.
+    for e in sorted(entries, key=lambda x: _ORDER[x.method]):
+        try:
+            assert e.rtype is not None or e.method in ("GET", "HEAD")
+            if e.method in ("POST", "PUT") and e.resource.get("resourceType") != e.rtype:
+                raise InvalidResource(
+                    f"resourceType '{e.resource.get('resourceType')}' does not match request.url '{e.url}'",
+                    expression="resourceType",
+                )
+            if e.method == "POST":
+                ine = e.request.get("ifNoneExist")
+                if ine:
+                    matches = ix.conditional_matches(ctx, e.rtype or "", ine.split("?", 1)[-1], "ifNoneExist")
+                    if len(matches) > 1:
+                        raise MultipleMatches(f"ifNoneExist '{ine}' matches {len(matches)} resources")
+                    if matches:
+                        e.skip_create = True
+                        e.extra["match"] = matches[0][1]
+                        target = f"{e.rtype}/{matches[0][1]}"
+                        if e.full_url:
+                            idmap[e.full_url] = target
+                        continue
+                rid = ix.new_id()
+                e.rid = rid
+                target = f"{e.rtype}/{rid}"
+                claim(e, target)
+                if e.full_url:
+                    idmap[e.full_url] = target
+            elif e.method in ("PUT", "PATCH", "DELETE"):
+                if e.rid is None:
+                    matches = ix.conditional_matches(ctx, e.rtype or "", e.query or "", f"Conditional {e.method}")
+                    if len(matches) > 1:
+                        raise MultipleMatches(f"{e.method} criteria '{e.query}' match {len(matches)} resources")
+                    if matches:
+                        e.rid = matches[0][1]
+                    elif e.method == "PUT":
+                        body_id = e.resource.get("id")
+                        e.rid = body_id if isinstance(body_id, str) and ix.valid_id(body_id) else ix.new_id()
+                    elif e.method == "PATCH":
+                        raise NotFound(f"Conditional PATCH criteria '{e.query}' match nothing")
+                    else:
+                        e.extra["noop"] = True
+                        continue
+                    e.extra["conditional"] = True
+                claim(e, f"{e.rtype}/{e.rid}")
+                if e.full_url and e.method != "DELETE":
+                    idmap[e.full_url] = f"{e.rtype}/{e.rid}"
+        except FhirError as err:
+            raise _entry_error(err, e) from None
+
+    # Conditional references, resolved once each.
+    cond_refs: set[str] = set()
+    for e in entries:
+        if e.method in ("POST", "PUT"):
+            _conditional_refs(e.resource, cond_refs)
+    for ref in sorted(cond_refs):
+        rtype, _, query = ref.partition("?")
+        if rtype not in RESOURCE_TYPES:
+            raise BadRequest(f"Conditional reference '{ref}' names an unknown resource type")
+        matches = ix.conditional_matches(ctx, rtype, query, f"Conditional reference '{ref}'")
+        if len(matches) != 1:
+            err_cls = MultipleMatches if matches else PreconditionFailed
+            raise err_cls(f"Conditional reference '{ref}' matches {len(matches)} resources; exactly one is required")
+        idmap[ref] = f"{rtype}/{matches[0][1]}"
+
+    # Rewrite and validate every resource before anything is written.
+    for e in entries:
+        if e.method in ("POST", "PUT") and not e.skip_create:
+            if idmap:
+                _rewrite(e.resource, idmap)
+            try:
+                if e.method == "PUT" and not e.extra.get("conditional"):
+                    ix.check_body(e.rtype or "", e.resource, e.rid)
+                else:
+                    ix.check_body(e.rtype or "", e.resource)
+            except FhirError as err:
+                raise _entry_error(err, e) from None
+
+    # Execute in the R4 order: DELETE, POST, PUT/PATCH, GET.
+    results: dict[int, ix.Result] = {}
+    for e in (x for x in entries if x.method == "DELETE"):
+        try:
+            results[e.index] = ix.Result(204) if e.extra.get("noop") else ix.delete(ctx, e.rtype or "", e.rid or "")
+        except FhirError as err:
+            raise _entry_error(err, e) from None
+    creates = [x for x in entries if x.method == "POST"]
+    writes = []
+    for e in creates:
+        if e.skip_create:
+            existing = ctx.store.read(e.rtype or "", e.extra["match"])
+            assert existing is not None
+            r = ix.Result(200, existing.body, ix.version_headers(ctx, existing), existing)
+            results[e.index] = r
+            continue
+        writes.append((e, ix.prepare(e.rtype or "", e.rid or "", 1, e.resource, "POST", None)))
+    pks = ctx.store.write([w for _, w in writes])
+    for (e, w), pk in zip(writes, pks, strict=True):
+        s = ix.stored_from(w, pk)
+        results[e.index] = ix.Result(201, s.body, ix.version_headers(ctx, s), s)
+    for e in (x for x in entries if x.method in ("PUT", "PATCH")):
+        try:
+            if e.method == "PUT":
+                results[e.index] = ix.update(ctx, e.rtype or "", e.rid or "", e.resource, if_match=e.request.get("ifMatch"))
+            else:
+                body, ctype = _patch_body(e)
+                results[e.index] = ix.patch(ctx, e.rtype or "", e.rid or "", body, ctype, if_match=e.request.get("ifMatch"))
+        except FhirError as err:
+            raise _entry_error(err, e) from None
+    for e in (x for x in entries if x.method in ("GET", "HEAD")):
+        try:
+            results[e.index] = _run_read(ctx, e)
+        except FhirError as err:
+            raise _entry_error(err, e) from None
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction-response",
+        "entry": [_response_entry(ctx, results[e.index]) for e in entries],
+    }

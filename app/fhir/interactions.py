@@ -1,0 +1,356 @@
+"""The FHIR interactions, by their spec names. They return data (Result), never Flask responses,
+and never commit: the pipeline owns the transaction."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import format_datetime
+from typing import Any
+
+import jsonpatch
+import orjson
+
+from app.errors import (
+    BadRequest,
+    Conflict,
+    FhirError,
+    Gone,
+    InvalidResource,
+    MethodNotAllowed,
+    MultipleMatches,
+    NotFound,
+    PreconditionFailed,
+    Unprocessable,
+)
+from app.store.indexer import index_resource
+from app.store.query import QueryParser, SearchQuery, parse_date_range
+from app.store.repository import PendingWrite, ResourceStore, Stored
+
+from . import resources
+from .summary import apply_elements, apply_summary
+
+ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+@dataclass(slots=True)
+class Context:
+    store: ResourceStore
+    parser: QueryParser
+    base_url: str  # .../fhir, no trailing slash
+    max_includes: int = 1000
+    strict: bool = True
+
+
+@dataclass(slots=True)
+class Result:
+    status: int
+    body: bytes | None = None  # served as is
+    headers: dict[str, str] = field(default_factory=dict)
+    stored: Stored | None = None
+    resource: dict[str, Any] | None = None  # when the body was built, not stored
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def instant(us: int) -> str:
+    return datetime.fromtimestamp(us / 1e6, tz=timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def http_date(us: int) -> str:
+    return format_datetime(datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc), usegmt=True)
+
+
+def valid_id(rid: str) -> bool:
+    return 0 < len(rid) <= 64 and all(c in ID_CHARS for c in rid)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def version_headers(ctx: Context, s: Stored) -> dict[str, str]:
+    return {
+        "ETag": f'W/"{s.version}"',
+        "Last-Modified": http_date(s.lu),
+        "Location": f"{ctx.base_url}/{s.rtype}/{s.rid}/_history/{s.version}",
+    }
+
+
+def parse_etag(value: str) -> int | None:
+    v = value.strip()
+    if v.startswith("W/"):
+        v = v[2:]
+    v = v.strip('"')
+    return int(v) if v.isdigit() else None
+
+
+# ---------------------------------------------------------------- preparing a version
+
+
+def prepare(rtype: str, rid: str, version: int, resource: dict[str, Any], method: str, existing_pk: int | None,
+            lu: int | None = None) -> PendingWrite:
+    """Stamp id/meta, serialise once, index once."""
+    lu = lu or now_us()
+    resource["id"] = rid
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = instant(lu)
+    # Keep meta first after resourceType/id, the way servers conventionally emit it.
+    rest = {k: v for k, v in resource.items() if k not in ("resourceType", "id", "meta")}
+    ordered = {"resourceType": rtype, "id": rid, "meta": meta, **rest}
+    resource.clear()
+    resource.update(ordered)
+    body = orjson.dumps(ordered)
+    return PendingWrite(rtype, rid, version, lu, method, body, index_resource(ordered), existing_pk)
+
+
+def tombstone(rtype: str, rid: str, version: int, existing_pk: int) -> PendingWrite:
+    return PendingWrite(rtype, rid, version, now_us(), "DELETE", None, None, existing_pk)
+
+
+def stored_from(w: PendingWrite, pk: int) -> Stored:
+    return Stored(pk, w.rtype, w.rid, w.version, w.lu, w.body is None, w.body, w.method)
+
+
+# ---------------------------------------------------------------- read
+
+
+def read(ctx: Context, rtype: str, rid: str, *, summary: str | None = None, elements: list[str] | None = None) -> Result:
+    s = ctx.store.read(rtype, rid)
+    if s is None:
+        raise NotFound(f"{rtype}/{rid} is not known", expression=f"{rtype}.id")
+    if s.deleted:
+        raise Gone(f"{rtype}/{rid} was deleted", headers={"ETag": f'W/"{s.version}"'})
+    return _served(ctx, s, summary, elements)
+
+
+def _served(ctx: Context, s: Stored, summary: str | None, elements: list[str] | None) -> Result:
+    headers = version_headers(ctx, s)
+    del headers["Location"]
+    if summary or elements:
+        assert s.body is not None
+        doc = orjson.loads(s.body)
+        doc = apply_summary(doc, summary) if summary else apply_elements(doc, elements or [])
+        return Result(200, orjson.dumps(doc), headers, s)
+    return Result(200, s.body, headers, s)
+
+
+def vread(ctx: Context, rtype: str, rid: str, vid: str) -> Result:
+    if not vid.isdigit():
+        raise NotFound(f"Version '{vid}' of {rtype}/{rid} is not known")
+    s = ctx.store.vread(rtype, rid, int(vid))
+    if s is None:
+        raise NotFound(f"Version {vid} of {rtype}/{rid} is not known")
+    if s.deleted:
+        raise Gone(f"Version {vid} of {rtype}/{rid} is a deletion", headers={"ETag": f'W/"{s.version}"'})
+    return _served(ctx, s, None, None)
+
+
+# ---------------------------------------------------------------- create / update / patch / delete
+
+
+def check_body(rtype: str, resource: Any, url_id: str | None = None) -> dict[str, Any]:
+    if not isinstance(resource, dict):
+        raise InvalidResource("The body must be a JSON object holding a FHIR resource")
+    body_type = resource.get("resourceType")
+    if body_type != rtype:
+        raise InvalidResource(
+            f"resourceType '{body_type}' in the body does not match '{rtype}' in the URL", expression="resourceType"
+        )
+    if url_id is not None:
+        body_id = resource.get("id")
+        if body_id is None:
+            raise InvalidResource(f"The body of an update must carry id '{url_id}'", expression=f"{rtype}.id")
+        if body_id != url_id:
+            raise InvalidResource(f"id '{body_id}' in the body does not match '{url_id}' in the URL", expression=f"{rtype}.id")
+    resources.validate(resource, rtype)
+    return resource
+
+
+def conditional_matches(ctx: Context, rtype: str, query: str, what: str) -> list[tuple[int, str, int]]:
+    """Resources matching a conditional URL's criteria (at most 2 are fetched)."""
+    from urllib.parse import parse_qsl
+
+    params = parse_qsl(query, keep_blank_values=True)
+    if not params:
+        raise BadRequest(f"{what} needs search criteria")
+    q = ctx.parser.parse(rtype, params, strict=True)
+    q.count = 2
+    ctx.store.lock(f"{rtype}?{sorted(params)}")
+    return ctx.store.match_ids(q, 2)
+
+
+def create(ctx: Context, rtype: str, resource: Any, *, if_none_exist: str | None = None) -> Result:
+    resource = check_body(rtype, resource)
+    if if_none_exist:
+        matches = conditional_matches(ctx, rtype, if_none_exist.split("?", 1)[-1], "If-None-Exist")
+        if len(matches) > 1:
+            raise MultipleMatches(f"If-None-Exist '{if_none_exist}' matches more than one {rtype}")
+        if matches:
+            existing = ctx.store.read(rtype, matches[0][1])
+            assert existing is not None
+            r = _served(ctx, existing, None, None)
+            r.headers["Location"] = f"{ctx.base_url}/{rtype}/{existing.rid}/_history/{existing.version}"
+            return r
+    rid = new_id()
+    w = prepare(rtype, rid, 1, resource, "POST", None)
+    pk = ctx.store.write([w])[0]
+    s = stored_from(w, pk)
+    return Result(201, s.body, version_headers(ctx, s), s)
+
+
+def update(ctx: Context, rtype: str, rid: str, resource: Any, *, if_match: str | None = None) -> Result:
+    if not valid_id(rid):
+        raise BadRequest(f"'{rid}' is not a valid FHIR id", expression=f"{rtype}.id")
+    resource = check_body(rtype, resource, rid)
+    ctx.store.lock(f"{rtype}/{rid}")
+    head = ctx.store.head(rtype, rid, for_update=True)
+    if if_match is not None:
+        want = parse_etag(if_match)
+        if head is None or want is None or head[1] != want or head[2]:
+            current = "none" if head is None else f'W/"{head[1]}"'
+            raise PreconditionFailed(f"If-Match {if_match} does not match the current version ({current})")
+    if head is None:
+        w = prepare(rtype, rid, 1, resource, "PUT", None)
+        status = 201
+    else:
+        w = prepare(rtype, rid, head[1] + 1, resource, "PUT", head[0])
+        status = 201 if head[2] else 200
+    pk = ctx.store.write([w])[0]
+    s = stored_from(w, pk)
+    return Result(status, s.body, version_headers(ctx, s), s)
+
+
+def conditional_update(ctx: Context, rtype: str, query: str, resource: Any, *, if_match: str | None = None) -> Result:
+    matches = conditional_matches(ctx, rtype, query, "Conditional update")
+    if len(matches) > 1:
+        raise MultipleMatches(f"Conditional update criteria '{query}' match more than one {rtype}")
+    if not isinstance(resource, dict):
+        raise InvalidResource("The body must be a JSON object holding a FHIR resource")
+    if matches:
+        rid = matches[0][1]
+        if resource.get("id") not in (None, rid):
+            raise BadRequest(f"id '{resource.get('id')}' in the body differs from the matched {rtype}/{rid}",
+                             expression=f"{rtype}.id")
+        resource["id"] = rid
+        return update(ctx, rtype, rid, resource, if_match=if_match)
+    rid = resource.get("id") or new_id()
+    if not isinstance(rid, str) or not valid_id(rid):
+        raise BadRequest("Invalid id in the body", expression=f"{rtype}.id")
+    if ctx.store.head(rtype, rid) is not None:
+        raise Conflict(f"{rtype}/{rid} exists but does not match the criteria")
+    resource["id"] = rid
+    return update(ctx, rtype, rid, resource)
+
+
+def patch(ctx: Context, rtype: str, rid: str, body: Any, content_type: str, *, if_match: str | None = None) -> Result:
+    ctx.store.lock(f"{rtype}/{rid}")
+    s = ctx.store.read(rtype, rid)
+    if s is None:
+        raise NotFound(f"{rtype}/{rid} is not known")
+    if s.deleted:
+        raise Gone(f"{rtype}/{rid} was deleted")
+    if if_match is not None and parse_etag(if_match) != s.version:
+        raise PreconditionFailed(f"If-Match {if_match} does not match the current version W/\"{s.version}\"")
+    assert s.body is not None
+    current = orjson.loads(s.body)
+    if "json-patch" in content_type or isinstance(body, list):
+        if not isinstance(body, list):
+            raise BadRequest("A JSON Patch body must be an array of operations")
+        try:
+            patched = jsonpatch.JsonPatch(body).apply(current)
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
+            raise Unprocessable(f"The JSON Patch could not be applied: {e}") from None
+        except (TypeError, KeyError, ValueError, AttributeError) as e:
+            raise BadRequest(f"The JSON Patch document is not valid: {e}") from None
+    else:
+        from .fhirpath_patch import apply_fhirpath_patch
+
+        patched = apply_fhirpath_patch(current, body)
+    if not isinstance(patched, dict) or patched.get("resourceType") != rtype or patched.get("id") != rid:
+        raise Unprocessable("A patch may not change resourceType or id")
+    try:
+        resources.validate(patched, rtype)
+    except InvalidResource as e:
+        raise Unprocessable(issues=e.issues) from None
+    w = prepare(rtype, rid, s.version + 1, patched, "PATCH", s.pk)
+    ctx.store.write([w])
+    out = stored_from(w, s.pk)
+    return Result(200, out.body, version_headers(ctx, out), out)
+
+
+def delete(ctx: Context, rtype: str, rid: str) -> Result:
+    ctx.store.lock(f"{rtype}/{rid}")
+    head = ctx.store.head(rtype, rid, for_update=True)
+    if head is None or head[2]:
+        return Result(204)
+    w = tombstone(rtype, rid, head[1] + 1, head[0])
+    ctx.store.write([w])
+    return Result(204, headers={"ETag": f'W/"{w.version}"'})
+
+
+def conditional_delete(ctx: Context, rtype: str, query: str) -> Result:
+    matches = conditional_matches(ctx, rtype, query, "Conditional delete")
+    if len(matches) > 1:
+        raise MultipleMatches(f"Conditional delete criteria '{query}' match more than one {rtype}")
+    if not matches:
+        return Result(204)
+    return delete(ctx, rtype, matches[0][1])
+
+
+# ---------------------------------------------------------------- search and history
+
+
+def search(ctx: Context, rtype: str | None, params: list[tuple[str, str]], *, strict: bool, path: str) -> Result:
+    from .bundles import searchset
+
+    q = ctx.parser.parse(rtype, params, strict=strict)
+    return Result(200, resource=searchset(ctx, q, path))
+
+
+def parse_instant_param(name: str, raw: str) -> int:
+    rng = parse_date_range(raw)
+    if rng is None:
+        raise BadRequest(f"{name} must be a FHIR instant or date, got '{raw}'", expression=name)
+    return int(rng[0] * 1_000_000)
+
+
+def history(ctx: Context, rtype: str | None, rid: str | None, params: list[tuple[str, str]], path: str) -> Result:
+    from .bundles import history_bundle
+
+    since = at = None
+    count, offset = 20, 0
+    used: list[tuple[str, str]] = []
+    for k, v in params:
+        if k == "_since":
+            since = parse_instant_param(k, v)
+        elif k == "_at":
+            at = parse_instant_param(k, v)
+        elif k == "_count":
+            if not v.isdigit():
+                raise BadRequest("_count must be a non-negative integer", expression="_count")
+            count = min(int(v), ctx.parser.max_count)
+        elif k == "_offset":
+            if not v.isdigit():
+                raise BadRequest("_offset must be a non-negative integer", expression="_offset")
+            offset = int(v)
+            continue
+        elif k in ("_format", "_pretty"):
+            continue
+        else:
+            raise BadRequest(f"Unknown history parameter '{k}'", expression=k)
+        used.append((k, v))
+    if rid is not None and rtype is not None:
+        head = ctx.store.head(rtype, rid)
+        if head is None:
+            raise NotFound(f"{rtype}/{rid} is not known")
+    rows, more = ctx.store.history(rtype, rid, since=since, at=at, count=count, offset=offset)
+    return Result(200, resource=history_bundle(ctx, rows, more, path, used, count, offset))
+
+
+__all__ = ["Context", "FhirError", "MethodNotAllowed", "Result", "SearchQuery"]

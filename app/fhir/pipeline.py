@@ -1,0 +1,144 @@
+"""THE request pipeline: every FHIR request passes through run(), which owns the transaction.
+
+Order: negotiate -> (authenticate, scopes, consent: issues 3 and 5 plug in here) -> interaction
+-> commit or roll back -> render. Errors of any kind leave as an OperationOutcome.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import orjson
+from flask import Response, current_app, g, request
+
+from app.errors import BadRequest, FhirError, NotAcceptable, UnsupportedMediaType
+from app.store.repository import ResourceStore
+
+from . import interactions as ix
+
+log = logging.getLogger("fhirtwin")
+
+FHIR_JSON = "application/fhir+json"
+JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
+_FORMATS = {"json": FHIR_JSON, "application/json": "application/json", "application/fhir+json": FHIR_JSON,
+            "application/json+fhir": FHIR_JSON}
+
+
+def negotiate() -> str:
+    """The response media type, or 406."""
+    fmt = request.args.get("_format")
+    if fmt is not None:
+        if fmt not in _FORMATS:
+            raise NotAcceptable(f"_format '{fmt}' is not supported; this server speaks JSON (json, application/fhir+json)",
+                                expression="_format")
+        return _FORMATS[fmt]
+    accept = request.headers.get("Accept", "")
+    if not accept.strip():
+        return FHIR_JSON
+    kinds = [a.split(";")[0].strip().lower() for a in accept.split(",")]
+    for k in kinds:
+        if k in ("application/fhir+json", "application/json+fhir", "*/*", "application/*"):
+            return FHIR_JSON
+        if k == "application/json":
+            return "application/json"
+    raise NotAcceptable(f"Accept '{accept}' cannot be served; this server answers application/fhir+json or application/json")
+
+
+def parse_body(allow_patch: bool = False) -> Any:
+    ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    allowed = JSON_TYPES + (("application/json-patch+json",) if allow_patch else ())
+    if ctype not in allowed:
+        raise UnsupportedMediaType(
+            f"Content-Type '{ctype or '(none)'}' is not supported; send {', '.join(allowed)}"
+        )
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        raise BadRequest("The request body is empty")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(f"The body is not valid JSON: {e}") from None
+
+
+def prefer() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in request.headers.get("Prefer", "").split(","):
+        k, _, v = part.strip().partition("=")
+        if k:
+            out[k.strip().lower()] = v.strip().strip('"')
+    return out
+
+
+def base_url() -> str:
+    public = current_app.config.get("PUBLIC_URL")
+    if public:
+        return str(public).rstrip("/")
+    return request.host_url.rstrip("/") + "/fhir"
+
+
+def context(session: Any, strict: bool) -> ix.Context:
+    fhir = current_app.extensions["fhirtwin"]
+    store = ResourceStore(session, is_sqlite=fhir.db.is_sqlite, base_url=base_url())
+    return ix.Context(store=store, parser=fhir.parser, base_url=base_url(),
+                      max_includes=current_app.config["MAX_INCLUDES"], strict=strict)
+
+
+def run(action: Callable[[ix.Context], ix.Result], *, write: bool) -> Response:
+    """Run one interaction in one transaction and render its result."""
+    media = negotiate()
+    pref = prefer()
+    strict = pref.get("handling", "strict" if current_app.config["SEARCH_STRICT"] else "lenient") != "lenient"
+    fhir = current_app.extensions["fhirtwin"]
+    with fhir.db.session(write=write) as session:
+        ctx = context(session, strict)
+        g.fhir_ctx = ctx
+        result = action(ctx)
+        if write:
+            session.commit()
+    return render(result, media, pref.get("return"), write=write)
+
+
+def not_modified(result: ix.Result) -> bool:
+    s = result.stored
+    if s is None or result.status != 200:
+        return False
+    inm = request.headers.get("If-None-Match")
+    if inm:
+        return any(ix.parse_etag(t) == s.version for t in inm.split(",")) or inm.strip() == "*"
+    ims = request.headers.get("If-Modified-Since")
+    if ims:
+        try:
+            since = parsedate_to_datetime(ims).timestamp()
+        except (TypeError, ValueError):
+            return False
+        return s.lu // 1_000_000 <= since
+    return False
+
+
+def render(result: ix.Result, media: str, ret: str | None, *, write: bool) -> Response:
+    headers = dict(result.headers)
+    if not write and request.method in ("GET", "HEAD") and not_modified(result):
+        headers.pop("Location", None)
+        return Response(status=304, headers=headers)
+    if result.status == 204 or result.body is None and result.resource is None:
+        return Response(status=result.status, headers=headers)
+    if write and ret == "minimal":
+        return Response(status=result.status, headers=headers)
+    if write and ret == "OperationOutcome":
+        oo = {"resourceType": "OperationOutcome", "issue": [
+            {"severity": "information", "code": "informational",
+             "diagnostics": f"{request.method} succeeded with status {result.status}"}]}
+        return Response(orjson.dumps(oo), status=result.status, headers=headers, content_type=f"{media}; charset=utf-8")
+    body = result.body if result.body is not None else orjson.dumps(result.resource)
+    pretty = request.args.get("_pretty") == "true"
+    if pretty:
+        body = orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2)
+    return Response(body, status=result.status, headers=headers, content_type=f"{media}; charset=utf-8")
+
+
+def error_response(e: FhirError) -> Response:
+    body = orjson.dumps(e.outcome())
+    return Response(body, status=e.status, headers=e.headers, content_type=f"{FHIR_JSON}; charset=utf-8")

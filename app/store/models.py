@@ -1,0 +1,147 @@
+"""Schema: resources, their versions (stored bytes, served as is) and typed search index rows.
+
+Index rows exist only for current, non-deleted versions. Every index row carries the resource
+type and parameter code first, so composite B-tree indexes serve `type + param + value` lookups;
+`res_pk` links back to the resource (and through `res_compartment` to its patients, which is
+where consent filtering will join).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
+PK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Resource(Base):
+    __tablename__ = "resource"
+    pk: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    rtype: Mapped[str] = mapped_column(String(64))
+    rid: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    lu: Mapped[int] = mapped_column(BigInteger)  # lastUpdated, microseconds since epoch (UTC)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    __table_args__ = (
+        UniqueConstraint("rtype", "rid", name="uq_resource_type_id"),
+        Index("ix_resource_type_lu", "rtype", "lu"),
+    )
+
+
+class ResourceVersion(Base):
+    __tablename__ = "resource_version"
+    pk: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    res_pk: Mapped[int] = mapped_column(ForeignKey("resource.pk"))
+    rtype: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    lu: Mapped[int] = mapped_column(BigInteger)
+    method: Mapped[str] = mapped_column(String(8))  # POST PUT PATCH DELETE
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # None for a delete
+    __table_args__ = (
+        UniqueConstraint("res_pk", "version", name="uq_version"),
+        Index("ix_version_lu", "lu"),
+        Index("ix_version_type_lu", "rtype", "lu"),
+    )
+
+
+class Compartment(Base):
+    """Which patients a resource belongs to (Patient CompartmentDefinition)."""
+
+    __tablename__ = "res_compartment"
+    res_pk: Mapped[int] = mapped_column(ForeignKey("resource.pk"), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    __table_args__ = (Index("ix_compartment_patient", "patient_id", "res_pk"),)
+
+
+class _IndexMixin:
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    res_pk: Mapped[int] = mapped_column(BigInteger, index=True)
+    rtype: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(100))
+    grp: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class TokenIndex(_IndexMixin, Base):
+    __tablename__ = "idx_token"
+    system: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    code: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    text: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    __table_args__ = (Index("ix_token_value", "rtype", "param", "code", "system"),)
+
+
+class StringIndex(_IndexMixin, Base):
+    __tablename__ = "idx_string"
+    norm: Mapped[str] = mapped_column(String(512))
+    exact: Mapped[str] = mapped_column(String(512))
+    __table_args__ = (Index("ix_string_value", "rtype", "param", "norm"),)
+
+
+class DateIndex(_IndexMixin, Base):
+    __tablename__ = "idx_date"
+    low: Mapped[float] = mapped_column(Float)
+    high: Mapped[float] = mapped_column(Float)
+    __table_args__ = (Index("ix_date_value", "rtype", "param", "low", "high"),)
+
+
+class NumberIndex(_IndexMixin, Base):
+    __tablename__ = "idx_number"
+    value: Mapped[float] = mapped_column(Float)
+    low: Mapped[float] = mapped_column(Float)
+    high: Mapped[float] = mapped_column(Float)
+    __table_args__ = (Index("ix_number_value", "rtype", "param", "value"),)
+
+
+class QuantityIndex(_IndexMixin, Base):
+    __tablename__ = "idx_quantity"
+    value: Mapped[float] = mapped_column(Float)
+    low: Mapped[float] = mapped_column(Float)
+    high: Mapped[float] = mapped_column(Float)
+    system: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    code: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    cvalue: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ccode: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    __table_args__ = (Index("ix_quantity_value", "rtype", "param", "code", "value"),)
+
+
+class ReferenceIndex(_IndexMixin, Base):
+    __tablename__ = "idx_reference"
+    target_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    target_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    url: Mapped[str] = mapped_column(String(1024))
+    __table_args__ = (
+        Index("ix_reference_target", "rtype", "param", "target_id", "target_type"),
+        Index("ix_reference_rev", "target_type", "target_id"),
+    )
+
+
+class UriIndex(_IndexMixin, Base):
+    __tablename__ = "idx_uri"
+    value: Mapped[str] = mapped_column(String(1024))
+    __table_args__ = (Index("ix_uri_value", "rtype", "param", "value"),)
+
+
+INDEX_TABLES = {
+    "token": TokenIndex,
+    "string": StringIndex,
+    "date": DateIndex,
+    "number": NumberIndex,
+    "quantity": QuantityIndex,
+    "reference": ReferenceIndex,
+    "uri": UriIndex,
+}

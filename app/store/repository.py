@@ -1,0 +1,293 @@
+"""ResourceStore: every read and write of resources and index rows. Takes a session, never commits."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, false, func, insert, select, text, tuple_, update
+from sqlalchemy.orm import Session
+
+from .models import INDEX_TABLES, Compartment, ReferenceIndex, Resource, ResourceVersion
+from .query import Include, SearchQuery
+from .rows import IndexResult
+from .search import SqlBuilder
+
+_ROW_LISTS = (
+    ("token", "tokens"),
+    ("string", "strings"),
+    ("date", "dates"),
+    ("number", "numbers"),
+    ("quantity", "quantities"),
+    ("reference", "references"),
+    ("uri", "uris"),
+)
+
+
+@dataclass(slots=True)
+class Stored:
+    """One stored version as it is served."""
+
+    pk: int
+    rtype: str
+    rid: str
+    version: int
+    lu: int  # microseconds since epoch
+    deleted: bool
+    body: bytes | None
+    method: str = "PUT"
+
+
+@dataclass(slots=True)
+class PendingWrite:
+    rtype: str
+    rid: str
+    version: int
+    lu: int
+    method: str
+    body: bytes | None  # None: delete
+    index: IndexResult | None
+    existing_pk: int | None
+
+
+def codec_decode(body: bytes | None) -> bytes | None:
+    """The one place stored bytes are read; per-patient encryption will plug in here."""
+    return body
+
+
+def codec_encode(body: bytes | None) -> bytes | None:
+    return body
+
+
+class ResourceStore:
+    def __init__(self, session: Session, *, is_sqlite: bool, base_url: str | None = None) -> None:
+        self.session = session
+        self.is_sqlite = is_sqlite
+        self.sql = SqlBuilder(base_url)
+
+    # ---------------------------------------------------------------- locking
+
+    def lock(self, key: str) -> None:
+        """Serialise writers on `key` until the transaction ends. SQLite writers already hold the
+        database write lock (BEGIN IMMEDIATE); PostgreSQL takes a transaction advisory lock."""
+        if self.is_sqlite:
+            return
+        h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+        self.session.execute(text("SELECT pg_advisory_xact_lock(:h)"), {"h": h})
+
+    # ---------------------------------------------------------------- reads
+
+    def _current(self) -> Any:
+        return (
+            select(Resource.pk, Resource.rtype, Resource.rid, Resource.version, Resource.lu, Resource.deleted, ResourceVersion.body)
+            .select_from(Resource)
+            .join(ResourceVersion, and_(ResourceVersion.res_pk == Resource.pk, ResourceVersion.version == Resource.version))
+        )
+
+    @staticmethod
+    def _stored(row: Any) -> Stored:
+        return Stored(row[0], row[1], row[2], row[3], row[4], row[5], codec_decode(row[6]))
+
+    def read(self, rtype: str, rid: str) -> Stored | None:
+        row = self.session.execute(self._current().where(Resource.rtype == rtype, Resource.rid == rid)).first()
+        return self._stored(row) if row else None
+
+    def head(self, rtype: str, rid: str, for_update: bool = False) -> tuple[int, int, bool] | None:
+        stmt = select(Resource.pk, Resource.version, Resource.deleted).where(Resource.rtype == rtype, Resource.rid == rid)
+        if for_update and not self.is_sqlite:
+            stmt = stmt.with_for_update()
+        row = self.session.execute(stmt).first()
+        return (row[0], row[1], row[2]) if row else None
+
+    def vread(self, rtype: str, rid: str, version: int) -> Stored | None:
+        stmt = (
+            select(Resource.pk, Resource.rtype, Resource.rid, ResourceVersion.version, ResourceVersion.lu,
+                   ResourceVersion.deleted, ResourceVersion.body, ResourceVersion.method)
+            .join(ResourceVersion, ResourceVersion.res_pk == Resource.pk)
+            .where(Resource.rtype == rtype, Resource.rid == rid, ResourceVersion.version == version)
+        )
+        row = self.session.execute(stmt).first()
+        if not row:
+            return None
+        return Stored(row[0], row[1], row[2], row[3], row[4], row[5], codec_decode(row[6]), row[7])
+
+    def read_many(self, keys: Iterable[tuple[str, str]]) -> list[Stored]:
+        by_type: dict[str, set[str]] = {}
+        for t, i in keys:
+            by_type.setdefault(t, set()).add(i)
+        out: list[Stored] = []
+        for t, ids in by_type.items():
+            idl = sorted(ids)
+            for start in range(0, len(idl), 500):
+                rows = self.session.execute(
+                    self._current().where(Resource.rtype == t, Resource.rid.in_(idl[start : start + 500]), Resource.deleted == false())
+                )
+                out.extend(self._stored(r) for r in rows)
+        return out
+
+    def read_pks(self, pks: Sequence[int]) -> list[Stored]:
+        out: list[Stored] = []
+        pl = list(pks)
+        for start in range(0, len(pl), 500):
+            rows = self.session.execute(self._current().where(Resource.pk.in_(pl[start : start + 500]), Resource.deleted == false()))
+            out.extend(self._stored(r) for r in rows)
+        return out
+
+    # ---------------------------------------------------------------- writes
+
+    def write(self, writes: Sequence[PendingWrite]) -> list[int]:
+        """Apply writes set-based; returns the resource pk of each write, in order."""
+        if not writes:
+            return []
+        s = self.session
+        pks: list[int | None] = [w.existing_pk for w in writes]
+        new_idx = [i for i, w in enumerate(writes) if w.existing_pk is None]
+        if new_idx:
+            rows = [
+                {"rtype": writes[i].rtype, "rid": writes[i].rid, "version": writes[i].version,
+                 "lu": writes[i].lu, "deleted": writes[i].body is None}
+                for i in new_idx
+            ]
+            result = s.execute(insert(Resource).returning(Resource.pk, sort_by_parameter_order=True), rows)
+            for i, pk in zip(new_idx, result.scalars().all(), strict=True):
+                pks[i] = pk
+        old = [i for i, w in enumerate(writes) if w.existing_pk is not None]
+        if old:
+            s.execute(
+                update(Resource),
+                [{"pk": writes[i].existing_pk, "version": writes[i].version, "lu": writes[i].lu,
+                  "deleted": writes[i].body is None} for i in old],
+            )
+            old_pks = [writes[i].existing_pk for i in old]
+            for start in range(0, len(old_pks), 500):
+                chunk = old_pks[start : start + 500]
+                for table in INDEX_TABLES.values():
+                    s.execute(delete(table).where(table.res_pk.in_(chunk)))
+                s.execute(delete(Compartment).where(Compartment.res_pk.in_(chunk)))
+        s.execute(
+            insert(ResourceVersion),
+            [{"res_pk": pks[i], "rtype": w.rtype, "version": w.version, "lu": w.lu, "method": w.method,
+              "deleted": w.body is None, "body": codec_encode(w.body)} for i, w in enumerate(writes)],
+        )
+        per_table: dict[str, list[dict[str, Any]]] = {k: [] for k in INDEX_TABLES}
+        comp_rows: list[dict[str, Any]] = []
+        for i, w in enumerate(writes):
+            if w.index is None or w.body is None:
+                continue
+            pk = pks[i]
+            for kind, attr in _ROW_LISTS:
+                target = per_table[kind]
+                for row in getattr(w.index, attr):
+                    d = {f: getattr(row, f) for f in row.__slots__}
+                    d["res_pk"] = pk
+                    d["rtype"] = w.rtype
+                    target.append(d)
+            comp_rows.extend({"res_pk": pk, "patient_id": p} for p in w.index.compartments)
+        for kind, rows in per_table.items():
+            if rows:
+                s.execute(insert(INDEX_TABLES[kind]), rows)
+        if comp_rows:
+            s.execute(insert(Compartment), comp_rows)
+        return [int(p) for p in pks if p is not None]
+
+    # ---------------------------------------------------------------- search
+
+    def search(self, q: SearchQuery) -> tuple[list[Stored], bool]:
+        """One page of matches (and whether there is a next page)."""
+        stmt = self._current().where(*self.sql.where(q)).order_by(*self.sql.order_by(q))
+        stmt = stmt.limit(q.count + 1).offset(q.offset)
+        rows = [self._stored(r) for r in self.session.execute(stmt)]
+        more = len(rows) > q.count
+        return rows[: q.count], more
+
+    def count(self, q: SearchQuery) -> int:
+        stmt = select(func.count()).select_from(Resource).where(*self.sql.where(q))
+        return int(self.session.execute(stmt).scalar_one())
+
+    def match_ids(self, q: SearchQuery, limit: int) -> list[tuple[int, str, int]]:
+        """(pk, id, version) of up to `limit` matches, for conditional interactions."""
+        stmt = select(Resource.pk, Resource.rid, Resource.version).where(*self.sql.where(q)).limit(limit)
+        return [(r[0], r[1], r[2]) for r in self.session.execute(stmt)]
+
+    def includes(self, page: list[Stored], includes: list[Include], limit: int, max_depth: int = 4) -> tuple[list[Stored], bool]:
+        """Resources named by _include/_revinclude for a page; (resources, truncated)."""
+        seen = {(s.rtype, s.rid) for s in page}
+        out: list[Stored] = []
+        frontier = page
+        depth = 0
+        while frontier and depth < max_depth:
+            found: list[Stored] = []
+            for inc in includes:
+                if depth > 0 and not inc.iterate:
+                    continue
+                found.extend(self._include_once(frontier, inc))
+            new = []
+            for s in found:
+                if (s.rtype, s.rid) not in seen:
+                    seen.add((s.rtype, s.rid))
+                    new.append(s)
+            if len(out) + len(new) > limit:
+                out.extend(new[: limit - len(out)])
+                return out, True
+            out.extend(new)
+            frontier = new
+            depth += 1
+        return out, False
+
+    def _include_once(self, frontier: list[Stored], inc: Include) -> list[Stored]:
+        s = self.session
+        if not inc.reverse:
+            sources = [f.pk for f in frontier if inc.source_type in ("*", f.rtype)]
+            if not sources:
+                return []
+            conds = [ReferenceIndex.res_pk.in_(sources), ReferenceIndex.target_id.is_not(None)]
+            if inc.param != "*":
+                conds.append(ReferenceIndex.param == inc.param)
+            if inc.target_type:
+                conds.append(ReferenceIndex.target_type == inc.target_type)
+            keys = {(t, i) for t, i in s.execute(select(ReferenceIndex.target_type, ReferenceIndex.target_id).where(*conds)) if t}
+            return self.read_many(keys)
+        targets = [(f.rtype, f.rid) for f in frontier]
+        conds2 = [tuple_(ReferenceIndex.target_type, ReferenceIndex.target_id).in_(targets)]
+        if inc.source_type != "*":
+            conds2.append(ReferenceIndex.rtype == inc.source_type)
+        if inc.param != "*":
+            conds2.append(ReferenceIndex.param == inc.param)
+        pks = sorted({r[0] for r in s.execute(select(ReferenceIndex.res_pk).where(*conds2))})
+        return self.read_pks(pks)
+
+    # ---------------------------------------------------------------- history
+
+    def history(
+        self, rtype: str | None, rid: str | None, *, since: int | None, at: int | None, count: int, offset: int
+    ) -> tuple[list[Stored], bool]:
+        stmt = select(
+            Resource.pk, Resource.rtype, Resource.rid, ResourceVersion.version, ResourceVersion.lu,
+            ResourceVersion.deleted, ResourceVersion.body, ResourceVersion.method,
+        ).join(Resource, Resource.pk == ResourceVersion.res_pk)
+        if rtype is not None:
+            stmt = stmt.where(ResourceVersion.rtype == rtype)
+        if rid is not None:
+            stmt = stmt.where(Resource.rid == rid)
+        if since is not None:
+            stmt = stmt.where(ResourceVersion.lu >= since)
+        if at is not None:
+            later = select(func.max(ResourceVersion.version)).where(ResourceVersion.res_pk == Resource.pk, ResourceVersion.lu <= at)
+            stmt = stmt.where(ResourceVersion.version == later.correlate(Resource).scalar_subquery())
+        stmt = stmt.order_by(ResourceVersion.lu.desc(), ResourceVersion.pk.desc()).limit(count + 1).offset(offset)
+        rows = [
+            Stored(r[0], r[1], r[2], r[3], r[4], r[5], codec_decode(r[6]), r[7]) for r in self.session.execute(stmt)
+        ]
+        return rows[:count], len(rows) > count
+
+    def history_count(self, rtype: str | None, rid: str | None, since: int | None) -> int:
+        stmt = select(func.count()).select_from(ResourceVersion).join(Resource, Resource.pk == ResourceVersion.res_pk)
+        if rtype is not None:
+            stmt = stmt.where(ResourceVersion.rtype == rtype)
+        if rid is not None:
+            stmt = stmt.where(Resource.rid == rid)
+        if since is not None:
+            stmt = stmt.where(ResourceVersion.lu >= since)
+        return int(self.session.execute(stmt).scalar_one())

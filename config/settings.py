@@ -1,0 +1,43 @@
+"""Configuration objects. Values come from the environment, with defaults for a local checkout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class BaseConfig:
+    INSTANCE_DIR = Path(os.environ.get("FHIRTWIN_INSTANCE", "./instance")).resolve()
+    DATABASE_URL = os.environ.get("DATABASE_URL", "")
+    PUBLIC_URL = os.environ.get("FHIRTWIN_PUBLIC_URL", "")  # base URL of /fhir behind a proxy
+    # Unknown search parameters: 400 unless the client sends Prefer: handling=lenient.
+    SEARCH_STRICT = os.environ.get("FHIRTWIN_SEARCH_STRICT", "1") != "0"
+    DEFAULT_COUNT = 20
+    MAX_COUNT = 1000
+    MAX_BODY_BYTES = int(os.environ.get("FHIRTWIN_MAX_BODY_BYTES", str(64 * 1024 * 1024)))
+    MAX_BUNDLE_ENTRIES = int(os.environ.get("FHIRTWIN_MAX_BUNDLE_ENTRIES", "20000"))
+    MAX_JSON_DEPTH = 64
+    MAX_INCLUDES = 1000  # included resources per page before truncation is signalled
+    TESTING = False
+
+    def database_url(self) -> str:
+        if self.DATABASE_URL:
+            return self.DATABASE_URL
+        return f"sqlite:///{self.INSTANCE_DIR / 'fhirtwin.sqlite'}"
+
+
+class DevConfig(BaseConfig):
+    pass
+
+
+class TestConfig(BaseConfig):
+    TESTING = True
+
+
+class ProdConfig(BaseConfig):
+    pass
+
+
+def from_env() -> BaseConfig:
+    name = os.environ.get("FHIRTWIN_CONFIG", "dev").lower()
+    return {"dev": DevConfig, "test": TestConfig, "prod": ProdConfig}.get(name, DevConfig)()

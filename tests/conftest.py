@@ -1,0 +1,226 @@
+"""Fixtures: app -> fhir (a client). The same API tests run in process (Flask test client) or,
+with FHIRTWIN_TEST_MODE=http, against a real gunicorn server process over HTTP.
+
+Databases: SQLite files in a temporary folder by default; FHIRTWIN_TEST_DATABASE_URL selects
+PostgreSQL, where each xdist worker gets its own schema.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+SYNTHEA = ROOT.parent / "shared" / "data" / "synthea"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+MODE = os.environ.get("FHIRTWIN_TEST_MODE", "inproc")
+PG_URL = os.environ.get("FHIRTWIN_TEST_DATABASE_URL", "")
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+def database_url(tmp: Path, name: str) -> str:
+    """A fresh, empty database for `name`."""
+    if not PG_URL:
+        return f"sqlite:///{tmp / (name + '.sqlite')}"
+    schema = f"t_{_worker()}_{name}".lower().replace("-", "_")[:60]
+    import sqlalchemy as sa
+
+    eng = sa.create_engine(PG_URL)
+    with eng.begin() as c:
+        c.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    eng.dispose()
+    sep = "&" if "?" in PG_URL else "?"
+    return f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+
+
+class Resp:
+    """The parts of an HTTP response tests look at, whichever client produced it."""
+
+    def __init__(self, status: int, headers: Any, body: bytes) -> None:
+        self.status_code = status
+        self.headers = headers
+        self.content = body
+
+    def json(self) -> Any:
+        return orjson.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def __repr__(self) -> str:
+        return f"<Resp {self.status_code} {self.content[:300]!r}>"
+
+
+class FhirClient:
+    """client.get("Patient/1"), client.post("Patient", json=...), paths relative to /fhir."""
+
+    JSON = "application/fhir+json"
+
+    def __init__(self, base: str, send: Any) -> None:
+        self.base = base  # http://host:port/fhir
+        self._send = send
+
+    def request(self, method: str, path: str, *, json: Any = None, data: bytes | str | None = None,
+                headers: dict[str, str] | None = None, params: Any = None) -> Resp:
+        h = {"Accept": self.JSON}
+        if json is not None:
+            data = orjson.dumps(json)
+            h["Content-Type"] = self.JSON
+        h.update(headers or {})
+        url = path if path.startswith("http") else f"{self.base}/{path.lstrip('/')}" if path else self.base
+        return self._send(method, url, h, data, params)
+
+    def get(self, path: str, **kw: Any) -> Resp:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> Resp:
+        return self.request("POST", path, **kw)
+
+    def put(self, path: str, **kw: Any) -> Resp:
+        return self.request("PUT", path, **kw)
+
+    def patch(self, path: str, **kw: Any) -> Resp:
+        return self.request("PATCH", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Resp:
+        return self.request("DELETE", path, **kw)
+
+    def head(self, path: str, **kw: Any) -> Resp:
+        return self.request("HEAD", path, **kw)
+
+
+def make_app(tmp: Path, name: str) -> Any:
+    from app import create_app
+    from config.settings import TestConfig
+
+    class Cfg(TestConfig):
+        INSTANCE_DIR = tmp
+        DATABASE_URL = database_url(tmp, name)
+
+    app = create_app(Cfg())
+    app.extensions["fhirtwin"].db.create_all()
+    return app
+
+
+def inproc_client(app: Any) -> FhirClient:
+    tc = app.test_client()
+
+    def send(method: str, url: str, headers: dict[str, str], data: Any, params: Any) -> Resp:
+        path = url.removeprefix("http://localhost")
+        r = tc.open(path, method=method, headers=headers, data=data, query_string=params)
+        return Resp(r.status_code, r.headers, r.get_data())
+
+    return FhirClient("http://localhost/fhir", send)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A real `fhirtwin serve` process (gunicorn) on a free port."""
+
+    def __init__(self, tmp: Path, name: str, workers: int = 2, extra_env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}/fhir"
+        env = dict(os.environ)
+        env.update({"FHIRTWIN_INSTANCE": str(tmp), "DATABASE_URL": database_url(tmp, name), "FHIRTWIN_CONFIG": "test"})
+        env.update(extra_env or {})
+        self.env = env
+        self.log = open(tmp / f"{name}-server.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port), "--workers", str(workers)],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if requests.get(f"{self.base}/metadata", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"server did not start: {(tmp / f'{name}-server.log').read_text()[-3000:]}")
+
+    def client(self) -> FhirClient:
+        session = requests.Session()
+
+        def send(method: str, url: str, headers: dict[str, str], data: Any, params: Any) -> Resp:
+            r = session.request(method, url, headers=headers, data=data, params=params, timeout=300)
+            return Resp(r.status_code, r.headers, r.content)
+
+        return FhirClient(self.base, send)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Any]:
+    a = make_app(tmp_path, "app_" + uuid.uuid4().hex[:8])
+    yield a
+    a.extensions["fhirtwin"].db.dispose()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("live")
+    from app.store.migrate import upgrade
+
+    srv = Server(tmp, "live")
+    yield srv
+    srv.stop()
+    del upgrade
+
+
+@pytest.fixture
+def fhir(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FhirClient]:
+    """A client on an empty server of its own (in process), or on the shared live server (http mode:
+    tests must then not assume an empty database)."""
+    if MODE == "http":
+        srv: Server = request.getfixturevalue("live_server")
+        yield srv.client()
+        return
+    a = make_app(tmp_path, "f_" + uuid.uuid4().hex[:8])
+    yield inproc_client(a)
+    a.extensions["fhirtwin"].db.dispose()
+
+
+def synthea_files() -> list[Path]:
+    blaze = sorted((SYNTHEA / "blaze-synthea-2.7").glob("*.json"))
+    smart = sorted((SYNTHEA / "smart-generated-sample-data-r4").glob("*.json"))
+    return blaze + smart
+
+
+@pytest.fixture
+def uid() -> str:
+    return uuid.uuid4().hex[:12]
