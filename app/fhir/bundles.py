@@ -208,7 +208,7 @@ def process(ctx: ix.Context, bundle: Any, max_entries: int) -> dict[str, Any]:
     return batch(ctx, raw_entries)
 
 
-def _response_entry(ctx: ix.Context, r: ix.Result) -> dict[str, Any]:
+def _response_entry(ctx: ix.Context, r: ix.Result, write: bool) -> dict[str, Any]:
     status = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "304 Not Modified"}.get(r.status, str(r.status))
     resp: dict[str, Any] = {"status": status}
     if "Location" in r.headers:
@@ -218,11 +218,16 @@ def _response_entry(ctx: ix.Context, r: ix.Result) -> dict[str, Any]:
     if r.stored is not None:
         resp["lastModified"] = ix.instant(r.stored.lu)
     out: dict[str, Any] = {}
-    if r.stored is not None and r.stored.body is not None:
+    if r.stored is not None:
         out["fullUrl"] = f"{ctx.base_url}/{r.stored.rtype}/{r.stored.rid}"
-        out["resource"] = orjson.Fragment(r.stored.body) if r.body is r.stored.body else orjson.Fragment(r.body or b"{}")
+    # Written resources come back only when asked for (Prefer: return=representation); reads always.
+    if r.body is not None and (not write or ctx.ret == "representation"):
+        out["resource"] = orjson.Fragment(r.body)
     elif r.resource is not None:
         out["resource"] = r.resource
+    elif write and ctx.ret == "OperationOutcome":
+        resp["outcome"] = {"resourceType": "OperationOutcome", "issue": [
+            {"severity": "information", "code": "informational", "diagnostics": f"{status}"}]}
     out["response"] = resp
     return out
 
@@ -293,7 +298,7 @@ def batch(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
             e = _parse_entry(ctx, i, raw)
             r = _run_one(ctx, e)
             sp.commit()
-            out.append(_response_entry(ctx, r))
+            out.append(_response_entry(ctx, r, e.method not in ("GET", "HEAD")))
         except FhirError as err:
             sp.rollback()
             out.append({"response": {"status": f"{err.status}", "outcome": err.outcome()}})
@@ -486,5 +491,5 @@ def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
     return {
         "resourceType": "Bundle",
         "type": "transaction-response",
-        "entry": [_response_entry(ctx, results[e.index]) for e in entries],
+        "entry": [_response_entry(ctx, results[e.index], e.method not in ("GET", "HEAD")) for e in entries],
     }

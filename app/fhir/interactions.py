@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
@@ -42,6 +42,7 @@ class Context:
     base_url: str  # .../fhir, no trailing slash
     max_includes: int = 1000
     strict: bool = True
+    ret: str | None = None  # Prefer: return=...
 
 
 @dataclass(slots=True)
@@ -58,11 +59,11 @@ def now_us() -> int:
 
 
 def instant(us: int) -> str:
-    return datetime.fromtimestamp(us / 1e6, tz=timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(us / 1e6, tz=UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def http_date(us: int) -> str:
-    return format_datetime(datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc), usegmt=True)
+    return format_datetime(datetime.fromtimestamp(us // 1_000_000, tz=UTC), usegmt=True)
 
 
 def valid_id(rid: str) -> bool:

@@ -79,11 +79,11 @@ def base_url() -> str:
     return request.host_url.rstrip("/") + "/fhir"
 
 
-def context(session: Any, strict: bool) -> ix.Context:
+def context(session: Any, strict: bool, ret: str | None = None) -> ix.Context:
     fhir = current_app.extensions["fhirtwin"]
     store = ResourceStore(session, is_sqlite=fhir.db.is_sqlite, base_url=base_url())
     return ix.Context(store=store, parser=fhir.parser, base_url=base_url(),
-                      max_includes=current_app.config["MAX_INCLUDES"], strict=strict)
+                      max_includes=current_app.config["MAX_INCLUDES"], strict=strict, ret=ret)
 
 
 def run(action: Callable[[ix.Context], ix.Result], *, write: bool) -> Response:
@@ -93,7 +93,7 @@ def run(action: Callable[[ix.Context], ix.Result], *, write: bool) -> Response:
     strict = pref.get("handling", "strict" if current_app.config["SEARCH_STRICT"] else "lenient") != "lenient"
     fhir = current_app.extensions["fhirtwin"]
     with fhir.db.session(write=write) as session:
-        ctx = context(session, strict)
+        ctx = context(session, strict, pref.get("return"))
         g.fhir_ctx = ctx
         result = action(ctx)
         if write:
@@ -123,11 +123,11 @@ def render(result: ix.Result, media: str, ret: str | None, *, write: bool) -> Re
     if not write and request.method in ("GET", "HEAD") and not_modified(result):
         headers.pop("Location", None)
         return Response(status=304, headers=headers)
-    if result.status == 204 or result.body is None and result.resource is None:
+    if result.status == 204 or (result.body is None and result.resource is None):
         return Response(status=result.status, headers=headers)
-    if write and ret == "minimal":
+    if write and ret == "minimal" and result.resource is None:
         return Response(status=result.status, headers=headers)
-    if write and ret == "OperationOutcome":
+    if write and ret == "OperationOutcome" and result.resource is None:
         oo = {"resourceType": "OperationOutcome", "issue": [
             {"severity": "information", "code": "informational",
              "diagnostics": f"{request.method} succeeded with status {result.status}"}]}

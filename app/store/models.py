@@ -8,6 +8,8 @@ where consent filtering will join).
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -136,7 +138,7 @@ class UriIndex(_IndexMixin, Base):
     __table_args__ = (Index("ix_uri_value", "rtype", "param", "value"),)
 
 
-INDEX_TABLES = {
+INDEX_TABLES: dict[str, Any] = {
     "token": TokenIndex,
     "string": StringIndex,
     "date": DateIndex,

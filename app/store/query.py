@@ -10,7 +10,7 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 
 from app.errors import InvalidSearch, NotSupported
@@ -137,7 +137,7 @@ def parse_date_range(raw: str) -> tuple[float, float] | None:
         return None
     g = m.groupdict()
     try:
-        tz = timezone.utc
+        tz = UTC
         if g["tz"] and g["tz"] != "Z":
             sign = 1 if g["tz"][0] == "+" else -1
             hh, mm = g["tz"][1:].split(":")
@@ -282,6 +282,7 @@ class SearchQuery:
     summary: str | None = None
     elements: list[str] | None = None
     total: str = "none"
+    types: list[str] | None = None  # _type, for whole-system search
     used: list[tuple[str, str]] = field(default_factory=list)  # applied params, for the self link
 
 
@@ -348,6 +349,12 @@ class QueryParser:
             if raw not in ("none", "estimate", "accurate"):
                 raise InvalidSearch(f"_total must be none, estimate or accurate, got '{raw}'", expression="_total")
             q.total = raw
+        elif name == "_type":
+            types = [t.strip() for t in raw.split(",") if t.strip()]
+            unknown = [t for t in types if t not in self.types]
+            if unknown:
+                raise InvalidSearch(f"_type names unknown resource types: {', '.join(unknown)}", expression="_type")
+            q.types = types
         elif name in ("_contained", "_containedType"):
             raise NotSupported(f"{name} is not supported", expression=name)
 

@@ -15,7 +15,7 @@ PROFILES = Path(__file__).resolve().parents[2] / "fhir_profiles"
 RESULT_PARAMS = frozenset(
     {
         "_count", "_offset", "_sort", "_include", "_revinclude", "_summary", "_elements",
-        "_total", "_format", "_pretty", "_contained", "_containedType",
+        "_total", "_format", "_pretty", "_contained", "_containedType", "_type",
     }
 )
 

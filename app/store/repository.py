@@ -7,13 +7,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, false, func, insert, select, text, tuple_, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, false, func, insert, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from .models import INDEX_TABLES, Compartment, ReferenceIndex, Resource, ResourceVersion
 from .query import Include, SearchQuery
 from .rows import IndexResult
 from .search import SqlBuilder
+
+_T_RESOURCE: Table = Resource.__table__  # type: ignore[assignment]
 
 _ROW_LISTS = (
     ("token", "tokens"),
@@ -141,7 +143,8 @@ class ResourceStore:
         """Apply writes set-based; returns the resource pk of each write, in order."""
         if not writes:
             return []
-        s = self.session
+        # Core statements on the session's connection: executemany without the ORM's per-row work.
+        s = self.session.connection()
         pks: list[int | None] = [w.existing_pk for w in writes]
         new_idx = [i for i, w in enumerate(writes) if w.existing_pk is None]
         if new_idx:
@@ -150,24 +153,26 @@ class ResourceStore:
                  "lu": writes[i].lu, "deleted": writes[i].body is None}
                 for i in new_idx
             ]
-            result = s.execute(insert(Resource).returning(Resource.pk, sort_by_parameter_order=True), rows)
-            for i, pk in zip(new_idx, result.scalars().all(), strict=True):
-                pks[i] = pk
+            result = s.execute(insert(_T_RESOURCE).returning(_T_RESOURCE.c.pk, sort_by_parameter_order=True), rows)
+            for i, newpk in zip(new_idx, result.scalars().all(), strict=True):
+                pks[i] = newpk
         old = [i for i, w in enumerate(writes) if w.existing_pk is not None]
         if old:
+            t = _T_RESOURCE
             s.execute(
-                update(Resource),
-                [{"pk": writes[i].existing_pk, "version": writes[i].version, "lu": writes[i].lu,
-                  "deleted": writes[i].body is None} for i in old],
+                update(t).where(t.c.pk == bindparam("b_pk")).values(
+                    version=bindparam("b_version"), lu=bindparam("b_lu"), deleted=bindparam("b_deleted")),
+                [{"b_pk": writes[i].existing_pk, "b_version": writes[i].version, "b_lu": writes[i].lu,
+                  "b_deleted": writes[i].body is None} for i in old],
             )
             old_pks = [writes[i].existing_pk for i in old]
             for start in range(0, len(old_pks), 500):
                 chunk = old_pks[start : start + 500]
                 for table in INDEX_TABLES.values():
-                    s.execute(delete(table).where(table.res_pk.in_(chunk)))
-                s.execute(delete(Compartment).where(Compartment.res_pk.in_(chunk)))
+                    s.execute(delete(table.__table__).where(table.__table__.c.res_pk.in_(chunk)))
+                s.execute(delete(Compartment.__table__).where(Compartment.__table__.c.res_pk.in_(chunk)))
         s.execute(
-            insert(ResourceVersion),
+            insert(ResourceVersion.__table__),
             [{"res_pk": pks[i], "rtype": w.rtype, "version": w.version, "lu": w.lu, "method": w.method,
               "deleted": w.body is None, "body": codec_encode(w.body)} for i, w in enumerate(writes)],
         )
@@ -177,6 +182,7 @@ class ResourceStore:
             if w.index is None or w.body is None:
                 continue
             pk = pks[i]
+            assert pk is not None
             for kind, attr in _ROW_LISTS:
                 target = per_table[kind]
                 for row in getattr(w.index, attr):
@@ -187,9 +193,9 @@ class ResourceStore:
             comp_rows.extend({"res_pk": pk, "patient_id": p} for p in w.index.compartments)
         for kind, rows in per_table.items():
             if rows:
-                s.execute(insert(INDEX_TABLES[kind]), rows)
+                s.execute(insert(INDEX_TABLES[kind].__table__), rows)
         if comp_rows:
-            s.execute(insert(Compartment), comp_rows)
+            s.execute(insert(Compartment.__table__), comp_rows)
         return [int(p) for p in pks if p is not None]
 
     # ---------------------------------------------------------------- search
@@ -242,15 +248,15 @@ class ResourceStore:
             sources = [f.pk for f in frontier if inc.source_type in ("*", f.rtype)]
             if not sources:
                 return []
-            conds = [ReferenceIndex.res_pk.in_(sources), ReferenceIndex.target_id.is_not(None)]
+            conds: list[ColumnElement[bool]] = [ReferenceIndex.res_pk.in_(sources), ReferenceIndex.target_id.is_not(None)]
             if inc.param != "*":
                 conds.append(ReferenceIndex.param == inc.param)
             if inc.target_type:
                 conds.append(ReferenceIndex.target_type == inc.target_type)
-            keys = {(t, i) for t, i in s.execute(select(ReferenceIndex.target_type, ReferenceIndex.target_id).where(*conds)) if t}
+            keys = {(t, i) for t, i in s.execute(select(ReferenceIndex.target_type, ReferenceIndex.target_id).where(*conds)) if t and i}
             return self.read_many(keys)
         targets = [(f.rtype, f.rid) for f in frontier]
-        conds2 = [tuple_(ReferenceIndex.target_type, ReferenceIndex.target_id).in_(targets)]
+        conds2: list[ColumnElement[bool]] = [tuple_(ReferenceIndex.target_type, ReferenceIndex.target_id).in_(targets)]
         if inc.source_type != "*":
             conds2.append(ReferenceIndex.rtype == inc.source_type)
         if inc.param != "*":

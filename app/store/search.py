@@ -57,6 +57,8 @@ class SqlBuilder:
         conds: list[ColumnElement[bool]] = [r.deleted == false()]
         if q.rtype is not None:
             conds.append(r.rtype == q.rtype)
+        elif q.types:
+            conds.append(r.rtype.in_(q.types))
         for c in q.clauses:
             conds.append(self.clause(q.rtype, c, r))
         return conds

@@ -1,0 +1,67 @@
+"""Ingest benchmark: the 32 shared Synthea bundles through POST /fhir (in process), against the
+floor of parsing and validating the same resources with fhir.resources alone.
+
+    .venv/bin/python bench/ingest.py                       # SQLite in a temp folder
+    .venv/bin/python bench/ingest.py --db postgresql+psycopg://postgres@127.0.0.1:5432/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import make_app, synthea_files  # noqa: E402
+
+
+def floor(files: list[Path]) -> tuple[int, float]:
+    from fhir.resources.R4B import get_fhir_model_class
+
+    n = 0
+    t = time.perf_counter()
+    for f in files:
+        for e in orjson.loads(f.read_bytes()).get("entry", []):
+            r = e["resource"]
+            get_fhir_model_class(r["resourceType"]).model_validate(r)
+            n += 1
+    return n, time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--db", default="")
+    args = ap.parse_args()
+    files = synthea_files()
+    n, tf = floor(files)
+    print(f"floor (orjson + fhir.resources R4B model_validate): {n} resources in {tf:.2f} s = {n / tf:.0f} res/s")
+    tmp = Path(tempfile.mkdtemp())
+    if args.db:
+        import os
+
+        os.environ["FHIRTWIN_TEST_DATABASE_URL"] = args.db
+        import conftest
+
+        conftest.PG_URL = args.db
+    app = make_app(tmp, "bench")
+    client = app.test_client()
+    total = 0
+    t = time.perf_counter()
+    for f in files:
+        r = client.post("/fhir", data=f.read_bytes(), headers={"Content-Type": "application/fhir+json"})
+        assert r.status_code == 200, r.get_data()[:500]
+        total += len(r.get_json()["entry"])
+    ti = time.perf_counter() - t
+    kind = "PostgreSQL" if args.db else "SQLite"
+    print(f"ingest {kind}: {total} resources in {ti:.2f} s = {total / ti:.0f} res/s; {ti / tf:.2f}x the floor")
+
+
+if __name__ == "__main__":
+    main()
