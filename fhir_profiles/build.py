@@ -87,33 +87,104 @@ def type_code(t: dict[str, Any]) -> str:
     return code
 
 
-def is_medplum_element(el: dict[str, Any]) -> bool:
-    # Every HL7 4.0.1 snapshot element states isModifier; the Medplum additions
-    # (Meta.project/author/onBehalfOf/account/accounts/compartment/deleted,
-    # ObservationDefinition.publisher) do not.
-    return "isModifier" not in el
+class DataElements:
+    """The per-element definitions of dataelements.json, which Medplum ships unchanged from HL7.
+
+    Medplum edited some snapshots in profiles-*.json: it added elements (Meta.project and six
+    more, ObservationDefinition.publisher, Binary.url, R5 backports in ResearchStudy,
+    DeviceDefinition, HealthcareService and EvidenceVariable), replaced
+    EvidenceVariable.characteristic with its R5 shape and changed a few element definitions
+    (Bundle.entry.response.outcome, DetectedIssue.status binding,
+    EvidenceVariable.characteristic.description). dataelements.json has one HL7 definition per
+    element path (without BackboneElement parents, contentReference elements, inherited
+    boilerplate, and with some long paths lost to id truncation), so it is the
+    reference: a snapshot element is kept only if HL7 defines it, and HL7's definition wins.
+    """
+
+    def __init__(self, resources: list[dict[str, Any]]) -> None:
+        self.by_path: dict[str, dict[str, Any]] = {}
+        for sd in resources:
+            for el in sd.get("snapshot", {}).get("element", []):
+                self.by_path.setdefault(el["path"], el)
+        self.prefixes = {p.rsplit(".", i)[0] for p in self.by_path for i in range(1, p.count(".") + 1)}
+
+    def genuine(self, el: dict[str, Any]) -> dict[str, Any] | None:
+        """The HL7 definition of this snapshot element, or None if HL7 R4 has no such element."""
+        path: str = el["path"]
+        if path in self.by_path:
+            return self.by_path[path]
+        name = path.rsplit(".", 1)[-1]
+        base_path = el.get("base", {}).get("path", path)
+        if base_path != path and (base_path in self.by_path or name in ("id", "extension", "modifierExtension")):
+            return el  # inherited (Resource.meta, Quantity.value in Age, ...)
+        if name in ("id", "extension", "modifierExtension"):
+            return el
+        if "contentReference" in el:
+            return el  # dataelements.json leaves out contentReference elements
+        if len("de-" + path) > 64:
+            # Its ids are cut at 64 characters, so long sibling paths collided and only one of
+            # them survived; such an element is trusted when its parent is genuine.
+            return el
+        if path in self.prefixes:
+            return el  # a BackboneElement parent of genuine children
+        return None
 
 
-def build_structure(sd: dict[str, Any], filtered: list[str]) -> dict[str, Any]:
+def element_node(el: dict[str, Any], root: str, kind: str) -> dict[str, Any]:
+    path: str = el["path"]
+    node: dict[str, Any] = {"min": el["min"], "max": el["max"]}
+    if "contentReference" in el:
+        node["ref"] = el["contentReference"].lstrip("#").split("#")[-1]
+    else:
+        types = [type_code(t) for t in el.get("type", [])]
+        if path == root + ".id" and kind == "resource":
+            # Resource.id is of type id (resource.html#Resource); the snapshot says string.
+            types = ["id"]
+        node["types"] = types
+        profiles = [p for t in el.get("type", []) for p in t.get("profile", [])]
+        if profiles and types == ["Quantity"]:
+            node["profile"] = profiles[0].rsplit("/", 1)[-1]
+    binding = el.get("binding")
+    if binding and binding.get("strength") == "required" and binding.get("valueSet"):
+        node["binding"] = strip_version(binding["valueSet"])
+    return node
+
+
+def build_structure(sd: dict[str, Any], de: DataElements, filtered: list[str]) -> dict[str, Any]:
     root = sd["type"]
     kind = sd["kind"]
+    constraint = sd.get("derivation") == "constraint"
     out: dict[str, Any] = {"kind": kind}
     if sd.get("abstract"):
         out["abstract"] = True
-    if sd.get("derivation") == "constraint":
+    if constraint:
         out["base"] = sd["baseDefinition"].rsplit("/", 1)[-1]
     elements: dict[str, Any] = {}
     nodes: dict[str, dict[str, Any]] = {root: {"elements": elements}}
+    seen: set[str] = set()
+
+    def add(el: dict[str, Any]) -> None:
+        path: str = el["path"]
+        parent_path, name = path.rsplit(".", 1)
+        parent = nodes.get(parent_path)
+        if parent is None:
+            return  # below a filtered element
+        # id/extension/modifierExtension exist on every element and are implied by its type;
+        # only the type's own top-level ones are listed.
+        if path.count(".") > 1 and name in ("id", "extension", "modifierExtension"):
+            return
+        node = element_node(el, root, kind)
+        parent.setdefault("elements", {})[name] = node
+        if node.get("types") in (["BackboneElement"], ["Element"]):
+            nodes[path] = node
+
     for el in sd["snapshot"]["element"]:
         path: str = el["path"]
+        seen.add(path)
         if path == root:
             continue
-        if is_medplum_element(el):
-            filtered.append(el["id"])
-            continue
-        parent_path, name = path.rsplit(".", 1)
         if kind == "primitive-type":
-            if name == "value":
+            if path.endswith(".value"):
                 regex = None
                 for ext in el["type"][0].get("extension", []):
                     if ext["url"] == EXT_REGEX:
@@ -122,40 +193,32 @@ def build_structure(sd: dict[str, Any], filtered: list[str]) -> dict[str, Any]:
                 if regex:
                     out["regex"] = regex
             continue
-        parent = nodes.get(parent_path)
-        if parent is None:
-            # Children of a skipped element (e.g. a filtered Medplum element).
-            continue
-        depth = path.count(".")
-        # id/extension/modifierExtension exist on every element and are implied by its type;
-        # only the type's own top-level ones are listed.
-        if depth > 1 and name in ("id", "extension", "modifierExtension"):
-            continue
-        node: dict[str, Any] = {"min": el["min"], "max": el["max"]}
-        if "contentReference" in el:
-            node["ref"] = el["contentReference"].lstrip("#").split("#")[-1]
-        else:
-            types = [type_code(t) for t in el.get("type", [])]
-            if path == root + ".id" and kind == "resource":
-                # Resource.id is of type id (resource.html#Resource); the snapshot says string.
-                types = ["id"]
-            node["types"] = types
-            profiles = [p for t in el.get("type", []) for p in t.get("profile", [])]
-            if profiles and types in (["Quantity"],):
-                node["profile"] = profiles[0].rsplit("/", 1)[-1]
-        binding = el.get("binding")
-        if binding and binding.get("strength") == "required" and binding.get("valueSet"):
-            node["binding"] = strip_version(binding["valueSet"])
-        parent.setdefault("elements", {})[name] = node
-        if node.get("types") in (["BackboneElement"], ["Element"]):
-            nodes[path] = node
+        if not constraint:
+            hl7 = de.genuine(el)
+            if hl7 is None:
+                filtered.append(f"{path} (not in HL7 dataelements.json)")
+                continue
+            if hl7 is not el and any(hl7.get(k) != el.get(k) for k in ("min", "max", "type", "binding", "contentReference")):
+                filtered.append(f"{path} (definition replaced by the HL7 one)")
+            el = hl7
+        add(el)
+    if not constraint and kind != "primitive-type":
+        # Elements HL7 defines that the edited snapshot dropped.
+        for path, el in de.by_path.items():
+            if path.startswith(root + ".") and path not in seen:
+                filtered.append(f"{path} (restored from HL7 dataelements.json)")
+                add(el)
     if kind != "primitive-type":
         out["elements"] = elements
     return out
 
 
 def build_elements(
-    resources: list[dict[str, Any]], types: list[dict[str, Any]], r4_types: list[str], abstract: set[str]
+    resources: list[dict[str, Any]],
+    types: list[dict[str, Any]],
+    de: DataElements,
+    r4_types: list[str],
+    abstract: set[str],
 ) -> tuple[dict[str, Any], list[str]]:
     wanted = set(r4_types) | abstract
     result: dict[str, Any] = {}
@@ -172,7 +235,7 @@ def build_elements(
             filtered.append(f"{sd['name']} (logical model)")
             continue
         name = sd["name"] if sd.get("derivation") == "constraint" else sd["type"]
-        result[name] = build_structure(sd, filtered)
+        result[name] = build_structure(sd, de, filtered)
     missing = wanted - set(result)
     if missing:
         warn(f"resource types without StructureDefinition: {sorted(missing)}")
@@ -211,8 +274,19 @@ def split_top_level(expr: str) -> list[str]:
 
 
 def expression_for(expr: str, base: str) -> str:
-    keep = [alt for alt in split_top_level(expr) if alt.lstrip("(").startswith(base + ".")]
+    keep = []
+    for alt in split_top_level(expr):
+        head = alt.lstrip("(")
+        if head == base or head.startswith(base + "."):
+            keep.append(alt)
     return " | ".join(keep)
+
+
+# HL7 4.0.1 errata: expressions that do not start with their base type, fixed up by hand.
+EXPRESSION_FIXES = {
+    # Published as "name | alias" (relative paths); the XPath says f:InsurancePlan/f:name | f:alias.
+    "InsurancePlan-name": "InsurancePlan.name | InsurancePlan.alias",
+}
 
 
 def build_search(
@@ -230,7 +304,9 @@ def build_search(
     out: dict[str, dict[str, Any]] = {}
     for sp in genuine:
         code = sp["code"]
-        expr = sp.get("expression")
+        expr = EXPRESSION_FIXES.get(sp["id"], sp.get("expression"))
+        if sp["id"] in EXPRESSION_FIXES:
+            warn(f"search parameter {sp['id']}: expression {sp.get('expression')!r} fixed to {expr!r}")
         if not expr:
             if code not in NO_EXPRESSION_OK:
                 warn(f"search parameter {sp['id']} has no expression")
@@ -325,8 +401,8 @@ class Terminology:
         compose = vs.get("compose")
         if not compose:
             raise ValueError(f"ValueSet {url} has no compose")
-        inc = self._rules(compose.get("include", []), url, seen + (url,))
-        exc = self._rules(compose.get("exclude", []), url, seen + (url,))
+        inc = self._rules(compose.get("include", []), url, (*seen, url))
+        exc = self._rules(compose.get("exclude", []), url, (*seen, url))
         for system, codes in exc.items():
             if system in inc:
                 inc[system] -= codes
@@ -448,7 +524,8 @@ def main(argv: list[str]) -> int:
     r4_list, abstract = r4_resource_types(terminology)
     r4_set = set(r4_list)
 
-    elements, el_filtered = build_elements(resources, types, r4_list, abstract)
+    de = DataElements(load_bundle(pkg, "dataelements.json"))
+    elements, el_filtered = build_elements(resources, types, de, r4_list, abstract)
     search, sp_filtered = build_search(load_bundle(pkg, "search-parameters.json"), r4_set, source)
     term = Terminology(terminology)
     valuesets = build_valuesets(term, required_bindings(elements))

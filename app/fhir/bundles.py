@@ -413,6 +413,11 @@ def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
                     elif e.method == "PUT":
                         body_id = e.resource.get("id")
                         e.rid = body_id if isinstance(body_id, str) and ix.valid_id(body_id) else ix.new_id()
+                    if e.method == "PUT":
+                        if e.resource.get("id") not in (None, e.rid):
+                            raise BadRequest(f"id '{e.resource.get('id')}' in the body differs from the matched {e.rtype}/{e.rid}",
+                                             expression=f"{e.rtype}.id")
+                        e.resource["id"] = e.rid
                     elif e.method == "PATCH":
                         raise NotFound(f"Conditional PATCH criteria '{e.query}' match nothing")
                     else:

@@ -59,6 +59,8 @@ def parse_body(allow_patch: bool = False) -> Any:
         raise BadRequest("The request body is empty")
     try:
         return orjson.loads(raw)
+    except RecursionError:
+        raise BadRequest("The body is nested too deeply") from None
     except orjson.JSONDecodeError as e:
         raise BadRequest(f"The body is not valid JSON: {e}") from None
 
@@ -95,7 +97,10 @@ def run(action: Callable[[ix.Context], ix.Result], *, write: bool) -> Response:
     with fhir.db.session(write=write) as session:
         ctx = context(session, strict, pref.get("return"))
         g.fhir_ctx = ctx
-        result = action(ctx)
+        try:
+            result = action(ctx)
+        except RecursionError:
+            raise BadRequest("The resource is nested too deeply to be processed") from None
         if write:
             session.commit()
     return render(result, media, pref.get("return"), write=write)

@@ -26,10 +26,7 @@ def _matches(key: str, names: frozenset[str] | set[str]) -> bool:
     if base in names:
         return True
     # choice elements: valueQuantity is kept when value[x] is listed
-    for i in range(1, len(base)):
-        if base[i].isupper() and f"{base[:i]}[x]" in names:
-            return True
-    return False
+    return any(base[i].isupper() and f"{base[:i]}[x]" in names for i in range(1, len(base)))
 
 
 def _tag(doc: dict[str, Any]) -> dict[str, Any]:

@@ -508,10 +508,43 @@ def _param_plan(rtype: str, code: str, p: dict[str, Any]) -> ParamPlan | None:
     return ParamPlan(code, str(ptype), expr, fn, emit, ())
 
 
+def _implicit_systems(definitions: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """(type, param) -> code system for token parameters on `code` elements bound to a value set
+    drawn from one code system (Patient.gender -> administrative-gender), so that
+    `gender=http://hl7.org/fhir/administrative-gender|male` matches as it does on other servers."""
+    try:
+        elements = orjson.loads((PROFILES / "elements.json").read_bytes())
+        valuesets = orjson.loads((PROFILES / "valuesets.json").read_bytes())
+    except FileNotFoundError:
+        return {}
+    out: dict[tuple[str, str], str] = {}
+    for rtype, table in definitions["params"].items():
+        for code, p in table.items():
+            if p.get("type") != "token" or not p.get("expression"):
+                continue
+            systems = set()
+            for alt in str(p["expression"]).split(" | "):
+                parts = alt.strip().split(".")
+                node = elements.get(parts[0], {})
+                for name in parts[1:]:
+                    node = node.get("elements", {}).get(name) if isinstance(node, dict) else None
+                    if node is None:
+                        break
+                if not node or node.get("types") != ["code"] or "binding" not in node:
+                    systems.add(None)
+                    continue
+                codes = valuesets.get(node["binding"], {}).get("codes", {})
+                systems.add(next(iter(codes)) if len(codes) == 1 else None)
+            if len(systems) == 1 and None not in systems:
+                out[(rtype, code)] = str(systems.pop())
+    return out
+
+
 class Indexer:
     """Compiled plans for every resource type of a search parameter definition set."""
 
     def __init__(self, definitions: dict[str, Any], compartment: dict[str, list[str]]) -> None:
+        self.implicit = _implicit_systems(definitions)
         params: dict[str, dict[str, Any]] = definitions["params"]
         self.compiled = 0  # expressions compiled (components counted separately)
         self.skipped: list[str] = []  # "Type.code" not indexed: special, no expression, _id...
@@ -546,7 +579,15 @@ class Indexer:
             if not nodes:
                 continue
             if p.emit is not None:
+                start = len(res.tokens)
                 p.emit(p.code, nodes, res, None)
+                system = self.implicit.get((tp.resource_type, p.code))
+                if system is not None:
+                    toks = res.tokens
+                    for i in range(start, len(toks)):
+                        t = toks[i]
+                        if t.system is None and t.param == p.code:
+                            toks[i] = TokenRow(t.param, system, t.code, t.text, t.grp)
                 continue
             comps = p.components
             for node in nodes:

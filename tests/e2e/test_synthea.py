@@ -143,11 +143,14 @@ def test_birthdate_and_gender(loaded: Any) -> None:
     assert _count(s, f"{srv.base}/Patient", birthdate="ge1990") == want
 
 
-def test_loading_the_blaze_set_twice_is_idempotent_for_infrastructure(loaded: Any) -> None:
+def test_loading_the_practitioner_batch_twice_creates_no_second_practitioner(loaded: Any) -> None:
     srv, _, _, s = loaded
     before = _count(s, f"{srv.base}/Practitioner")
     f = next(f for f in synthea_files() if f.name.startswith("0-practitioner"))
+    bundle = orjson.loads(f.read_bytes())
     r = s.post(srv.base, data=f.read_bytes(), headers=HDR, timeout=600)
     assert r.status_code == 200
-    assert {e["response"]["status"] for e in r.json()["entry"]} == {"200 OK"}
+    conditional = [resp for e, resp in zip(bundle["entry"], r.json()["entry"], strict=True) if e["request"].get("ifNoneExist")]
+    assert len(conditional) > 100
+    assert {resp["response"]["status"] for resp in conditional} == {"200 OK"}
     assert _count(s, f"{srv.base}/Practitioner") == before

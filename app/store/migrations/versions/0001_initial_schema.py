@@ -1,7 +1,7 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-12-03 06:38:44.741881
 """
 import sqlalchemy as sa

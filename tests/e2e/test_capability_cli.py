@@ -1,0 +1,65 @@
+"""The CapabilityStatement through PyPI fhirclient's strict models, and the fhirtwin command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import ROOT, database_url, synthea_files
+
+pytestmark = pytest.mark.e2e
+
+
+def test_capability_statement_parses_with_fhirclient_strict_models(live_server) -> None:
+    from fhirclient.models.capabilitystatement import CapabilityStatement
+
+    doc = requests.get(f"{live_server.base}/metadata", headers={"Accept": "application/fhir+json"}, timeout=30).json()
+    cs = CapabilityStatement(doc, strict=True)
+    assert cs.fhirVersion == "4.0.1"
+    rest = cs.rest[0]
+    types = {r.type: r for r in rest.resource}
+    assert len(types) >= 145
+    obs = types["Observation"]
+    assert {i.code for i in obs.interaction} >= {"read", "vread", "create", "update", "patch", "delete", "search-type"}
+    params = {p.name: p.type for p in obs.searchParam}
+    assert params["code"] == "token" and params["component-code-value-quantity"] == "composite"
+    assert {i.code for i in rest.interaction} >= {"transaction", "batch"}
+
+
+def test_fhirclient_searches_the_live_server(live_server) -> None:
+    from fhirclient import client
+    from fhirclient.models.patient import Patient
+
+    family = "Fhirclient" + os.urandom(4).hex()
+    r = requests.post(f"{live_server.base}/Patient", json={"resourceType": "Patient", "name": [{"family": family}]},
+                      headers={"Content-Type": "application/fhir+json"}, timeout=30)
+    assert r.status_code == 201
+    smart = client.FHIRClient(settings={"app_id": "fhirtwin-test", "api_base": live_server.base + "/"})
+    found = Patient.where(struct={"family:exact": family}).perform_resources(smart.server)
+    assert [p.name[0].family for p in found] == [family]
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_cli_db_init_and_load(tmp_path: Path) -> None:
+    env = dict(os.environ, FHIRTWIN_INSTANCE=str(tmp_path), DATABASE_URL=database_url(tmp_path, "cli"))
+    r = _cli(env, "db", "init")
+    assert r.returncode == 0, r.stderr
+    small = [f for f in synthea_files() if f.name.startswith("0-")]
+    r = _cli(env, "load", *map(str, small))
+    assert r.returncode == 0, r.stderr
+    assert "resources/s" in r.stdout and f"from {len(small)}/{len(small)} files" in r.stdout
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient", "gender": "bogus"}, "request": {"method": "POST", "url": "Patient"}}]}))
+    r = _cli(env, "load", str(bad))
+    assert r.returncode == 1
+    assert "bad.json" in r.stderr and "Bundle.entry[0]" in r.stderr
