@@ -522,7 +522,7 @@ def _implicit_systems(definitions: dict[str, Any]) -> dict[tuple[str, str], str]
         for code, p in table.items():
             if p.get("type") != "token" or not p.get("expression"):
                 continue
-            systems = set()
+            systems: set[str | None] = set()
             for alt in str(p["expression"]).split(" | "):
                 parts = alt.strip().split(".")
                 node = elements.get(parts[0], {})

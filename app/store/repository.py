@@ -29,6 +29,9 @@ from .rows import IndexResult
 from .search import SqlBuilder
 
 _T_RESOURCE: Table = Resource.__table__  # type: ignore[assignment]
+_T_VERSION: Table = ResourceVersion.__table__  # type: ignore[assignment]
+_T_COMPARTMENT: Table = Compartment.__table__  # type: ignore[assignment]
+_T_INDEX: dict[str, Table] = {k: v.__table__ for k, v in INDEX_TABLES.items()}
 
 _ROW_LISTS = (
     ("token", "tokens"),
@@ -181,11 +184,10 @@ class ResourceStore:
             old_pks = [writes[i].existing_pk for i in old]
             for start in range(0, len(old_pks), 500):
                 chunk = old_pks[start : start + 500]
-                for table in INDEX_TABLES.values():
-                    s.execute(delete(table.__table__).where(table.__table__.c.res_pk.in_(chunk)))
-                s.execute(delete(Compartment.__table__).where(Compartment.__table__.c.res_pk.in_(chunk)))
+                for table in (*_T_INDEX.values(), _T_COMPARTMENT):
+                    s.execute(delete(table).where(table.c.res_pk.in_(chunk)))
         s.execute(
-            insert(ResourceVersion.__table__),
+            insert(_T_VERSION),
             [{"res_pk": pks[i], "rtype": w.rtype, "version": w.version, "lu": w.lu, "method": w.method,
               "deleted": w.body is None, "body": codec_encode(w.body)} for i, w in enumerate(writes)],
         )
@@ -206,9 +208,9 @@ class ResourceStore:
             comp_rows.extend({"res_pk": pk, "patient_id": p} for p in w.index.compartments)
         for kind, rows in per_table.items():
             if rows:
-                s.execute(insert(INDEX_TABLES[kind].__table__), rows)
+                s.execute(insert(_T_INDEX[kind]), rows)
         if comp_rows:
-            s.execute(insert(Compartment.__table__), comp_rows)
+            s.execute(insert(_T_COMPARTMENT), comp_rows)
         return [int(p) for p in pks if p is not None]
 
     # ---------------------------------------------------------------- search

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from conftest import ROOT, database_url, synthea_files
 
 pytestmark = pytest.mark.e2e
