@@ -7,6 +7,7 @@ PostgreSQL, where each xdist worker gets its own schema.
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import subprocess
@@ -34,11 +35,28 @@ def _worker() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
+_SCHEMAS: list[str] = []
+
+
+@atexit.register
+def _drop_schemas() -> None:
+    if not (PG_URL and _SCHEMAS):
+        return
+    import sqlalchemy as sa
+
+    eng = sa.create_engine(PG_URL)
+    with eng.begin() as c:
+        for schema in _SCHEMAS:
+            c.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    eng.dispose()
+
+
 def database_url(tmp: Path, name: str) -> str:
     """A fresh, empty database for `name`."""
     if not PG_URL:
         return f"sqlite:///{tmp / (name + '.sqlite')}"
-    schema = f"t_{_worker()}_{name}".lower().replace("-", "_")[:60]
+    # The pid keeps concurrent runs (two checkouts, a benchmark) out of each other's schemas.
+    schema = f"t{os.getpid()}_{_worker()}_{name}".lower().replace("-", "_")[:60]
     import sqlalchemy as sa
 
     eng = sa.create_engine(PG_URL)
@@ -46,6 +64,7 @@ def database_url(tmp: Path, name: str) -> str:
         c.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     eng.dispose()
+    _SCHEMAS.append(schema)
     sep = "&" if "?" in PG_URL else "?"
     return f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
 

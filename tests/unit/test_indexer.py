@@ -174,7 +174,7 @@ def test_patient_strings_dates_tokens() -> None:
     assert [(d.low, d.high) for d in res.dates if d.param == "birthdate"] == [
         (_epoch(patient["birthDate"]), _epoch(patient["birthDate"]) + 86400)
     ]
-    assert _tokens(res, "gender") == {(None, patient["gender"])}
+    assert _tokens(res, "gender") == {("http://hl7.org/fhir/administrative-gender", patient["gender"])}
     assert _tokens(res, "deceased") == {(None, "true" if "deceasedDateTime" in patient else "false")}
     ids = _tokens(res, "identifier")
     assert {(i.get("system"), i["value"]) for i in patient["identifier"]} == ids
