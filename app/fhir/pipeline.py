@@ -83,8 +83,9 @@ def base_url() -> str:
 
 def context(session: Any, strict: bool, ret: str | None = None) -> ix.Context:
     fhir = current_app.extensions["fhirtwin"]
-    store = ResourceStore(session, is_sqlite=fhir.db.is_sqlite, base_url=base_url())
-    return ix.Context(store=store, parser=fhir.parser, base_url=base_url(),
+    base = base_url()
+    store = ResourceStore(session, is_sqlite=fhir.db.is_sqlite, base_url=base)
+    return ix.Context(store=store, parser=fhir.parser, base_url=base,
                       max_includes=current_app.config["MAX_INCLUDES"], strict=strict, ret=ret)
 
 

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Connection, Engine, create_engine, event
 
 from .models import Base
 
@@ -28,21 +27,20 @@ class Database:
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             _sqlite_setup(self.engine)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
 
     def create_all(self) -> None:
         Base.metadata.create_all(self.engine)
 
     @contextmanager
-    def session(self, write: bool = False) -> Iterator[Session]:
-        """A session whose transaction the caller commits; rolled back if it is left open."""
+    def session(self, write: bool = False) -> Iterator[Connection]:
+        """A connection whose transaction the caller commits; rolled back if it is left open.
+        Core only: the store writes set-based statements and reads rows, so no ORM unit of work."""
         token = _write_intent.set(write)
-        session = self.sessions()
+        conn = self.engine.connect()
         try:
-            yield session
+            yield conn
         finally:
-            session.rollback()
-            session.close()
+            conn.close()  # rolls back whatever was not committed
             _write_intent.reset(token)
 
     def dispose(self) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     Table,
     and_,
     bindparam,
@@ -21,7 +22,6 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.orm import Session
 
 from .models import INDEX_TABLES, Compartment, ReferenceIndex, Resource, ResourceVersion
 from .query import Include, SearchQuery
@@ -79,8 +79,21 @@ def codec_encode(body: bytes | None) -> bytes | None:
     return body
 
 
+def _current_select() -> Any:
+    return (
+        select(Resource.pk, Resource.rtype, Resource.rid, Resource.version, Resource.lu, Resource.deleted, ResourceVersion.body)
+        .select_from(Resource)
+        .join(ResourceVersion, and_(ResourceVersion.res_pk == Resource.pk, ResourceVersion.version == Resource.version))
+    )
+
+
+# Built once: the hot read path pays neither statement construction nor cache-key generation.
+_READ = _current_select().where(Resource.rtype == bindparam("t"), Resource.rid == bindparam("i"))
+_HEAD = select(Resource.pk, Resource.version, Resource.deleted).where(Resource.rtype == bindparam("t"), Resource.rid == bindparam("i"))
+
+
 class ResourceStore:
-    def __init__(self, session: Session, *, is_sqlite: bool, base_url: str | None = None) -> None:
+    def __init__(self, session: Connection, *, is_sqlite: bool, base_url: str | None = None) -> None:
         self.session = session
         self.is_sqlite = is_sqlite
         self.sql = SqlBuilder(base_url)
@@ -98,25 +111,19 @@ class ResourceStore:
     # ---------------------------------------------------------------- reads
 
     def _current(self) -> Any:
-        return (
-            select(Resource.pk, Resource.rtype, Resource.rid, Resource.version, Resource.lu, Resource.deleted, ResourceVersion.body)
-            .select_from(Resource)
-            .join(ResourceVersion, and_(ResourceVersion.res_pk == Resource.pk, ResourceVersion.version == Resource.version))
-        )
+        return _current_select()
 
     @staticmethod
     def _stored(row: Any) -> Stored:
         return Stored(row[0], row[1], row[2], row[3], row[4], row[5], codec_decode(row[6]))
 
     def read(self, rtype: str, rid: str) -> Stored | None:
-        row = self.session.execute(self._current().where(Resource.rtype == rtype, Resource.rid == rid)).first()
+        row = self.session.execute(_READ, {"t": rtype, "i": rid}).first()
         return self._stored(row) if row else None
 
     def head(self, rtype: str, rid: str, for_update: bool = False) -> tuple[int, int, bool] | None:
-        stmt = select(Resource.pk, Resource.version, Resource.deleted).where(Resource.rtype == rtype, Resource.rid == rid)
-        if for_update and not self.is_sqlite:
-            stmt = stmt.with_for_update()
-        row = self.session.execute(stmt).first()
+        stmt = _HEAD.with_for_update() if for_update and not self.is_sqlite else _HEAD
+        row = self.session.execute(stmt, {"t": rtype, "i": rid}).first()
         return (row[0], row[1], row[2]) if row else None
 
     def vread(self, rtype: str, rid: str, version: int) -> Stored | None:
@@ -160,7 +167,7 @@ class ResourceStore:
         if not writes:
             return []
         # Core statements on the session's connection: executemany without the ORM's per-row work.
-        s = self.session.connection()
+        s = self.session
         pks: list[int | None] = [w.existing_pk for w in writes]
         new_idx = [i for i, w in enumerate(writes) if w.existing_pk is None]
         if new_idx:
