@@ -55,13 +55,24 @@ class SqlBuilder:
 
     def where(self, q: SearchQuery, r: Any = Resource) -> list[ColumnElement[bool]]:
         conds: list[ColumnElement[bool]] = [r.deleted == false()]
-        if q.rtype is not None:
+        # An index-row clause already restricts the type; leaving resource.rtype out lets SQLite
+        # drive the query from the index rows instead of scanning every resource of the type.
+        if q.rtype is not None and not any(self._selective(c) for c in q.clauses):
             conds.append(r.rtype == q.rtype)
-        elif q.types:
+        elif q.rtype is None and q.types:
             conds.append(r.rtype.in_(q.types))
         for c in q.clauses:
             conds.append(self.clause(q.rtype, c, r))
         return conds
+
+    @staticmethod
+    def _selective(c: Clause) -> bool:
+        return (
+            c.has_type is None
+            and c.param is not None
+            and c.param.code not in ("_id", "_lastUpdated")
+            and c.modifier not in ("not", "missing")
+        )
 
     def select_pks(self, q: SearchQuery) -> Select[Any]:
         return select(Resource.pk).where(*self.where(q))
