@@ -33,6 +33,10 @@ _T_VERSION: Table = ResourceVersion.__table__  # type: ignore[assignment]
 _T_COMPARTMENT: Table = Compartment.__table__  # type: ignore[assignment]
 _T_INDEX: dict[str, Table] = {k: v.__table__ for k, v in INDEX_TABLES.items()}
 
+_VERSION_COLS = ("res_pk", "rtype", "version", "lu", "method", "deleted", "body")
+# Column order of each index table's rows: res_pk, rtype, then the row dataclass's fields.
+_INDEX_COLS: dict[str, tuple[str, ...]] = {}
+
 _ROW_LISTS = (
     ("token", "tokens"),
     ("string", "strings"),
@@ -90,6 +94,17 @@ def _current_select() -> Any:
 # Built once: the hot read path pays neither statement construction nor cache-key generation.
 _READ = _current_select().where(Resource.rtype == bindparam("t"), Resource.rid == bindparam("i"))
 _HEAD = select(Resource.pk, Resource.version, Resource.deleted).where(Resource.rtype == bindparam("t"), Resource.rid == bindparam("i"))
+
+
+def _index_cols() -> None:
+    from . import rows as r
+
+    for kind, cls in (("token", r.TokenRow), ("string", r.StringRow), ("date", r.DateRow), ("number", r.NumberRow),
+                      ("quantity", r.QuantityRow), ("reference", r.ReferenceRow), ("uri", r.UriRow)):
+        _INDEX_COLS[kind] = ("res_pk", "rtype", *cls.__slots__)
+
+
+_index_cols()
 
 
 class ResourceStore:
@@ -193,32 +208,41 @@ class ResourceStore:
                 chunk = old_pks[start : start + 500]
                 for table in (*_T_INDEX.values(), _T_COMPARTMENT):
                     s.execute(delete(table).where(table.c.res_pk.in_(chunk)))
-        s.execute(
-            insert(_T_VERSION),
-            [{"res_pk": pks[i], "rtype": w.rtype, "version": w.version, "lu": w.lu, "method": w.method,
-              "deleted": w.body is None, "body": codec_encode(w.body)} for i, w in enumerate(writes)],
+        self._bulk(
+            "resource_version", _VERSION_COLS,
+            [(pks[i], w.rtype, w.version, w.lu, w.method, w.body is None, codec_encode(w.body)) for i, w in enumerate(writes)],
         )
-        per_table: dict[str, list[dict[str, Any]]] = {k: [] for k in INDEX_TABLES}
-        comp_rows: list[dict[str, Any]] = []
+        per_table: dict[str, list[tuple[Any, ...]]] = {k: [] for k in INDEX_TABLES}
+        comp_rows: list[tuple[Any, ...]] = []
         for i, w in enumerate(writes):
             if w.index is None or w.body is None:
                 continue
             pk = pks[i]
-            assert pk is not None
+            rt = w.rtype
             for kind, attr in _ROW_LISTS:
                 target = per_table[kind]
-                for row in getattr(w.index, attr):
-                    d = {f: getattr(row, f) for f in row.__slots__}
-                    d["res_pk"] = pk
-                    d["rtype"] = w.rtype
-                    target.append(d)
-            comp_rows.extend({"res_pk": pk, "patient_id": p} for p in w.index.compartments)
-        for kind, rows in per_table.items():
-            if rows:
-                s.execute(insert(_T_INDEX[kind]), rows)
+                # Row dataclasses are slotted: astuple-by-slots is the cheapest way to a DB row.
+                target.extend((pk, rt, *[getattr(row, f) for f in row.__slots__]) for row in getattr(w.index, attr))
+            comp_rows.extend((pk, p) for p in w.index.compartments)
+        for kind, table_rows in per_table.items():
+            if table_rows:
+                self._bulk(_T_INDEX[kind].name, _INDEX_COLS[kind], table_rows)
         if comp_rows:
-            s.execute(insert(_T_COMPARTMENT), comp_rows)
+            self._bulk("res_compartment", ("res_pk", "patient_id"), comp_rows)
         return [int(p) for p in pks if p is not None]
+
+    def _bulk(self, table: str, cols: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        """Many rows straight through the driver: executemany on SQLite, COPY on PostgreSQL.
+        Same connection, same transaction as everything else in the request."""
+        raw = self.session.connection.driver_connection
+        assert raw is not None
+        if self.is_sqlite:
+            sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+            raw.executemany(sql, rows)
+            return
+        with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
 
     # ---------------------------------------------------------------- search
 
