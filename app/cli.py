@@ -24,6 +24,8 @@ def _serve(args: argparse.Namespace) -> int:
             self.cfg.set("accesslog", "-" if args.access_log else None)
             self.cfg.set("timeout", 300)
             self.cfg.set("keepalive", 5)
+            # Long search URLs are normal in FHIR; gunicorn's ceiling, not its 4 KiB default.
+            self.cfg.set("limit_request_line", 8190)
 
         def load(self) -> Any:
             return create_app()

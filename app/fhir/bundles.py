@@ -311,40 +311,40 @@ def batch(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
 _NARRATIVE_LINK = re.compile(r'((?:href|src)=")(urn:(?:uuid|oid):[^"]+)(")')
 
 
-def _rewrite(node: Any, idmap: dict[str, str]) -> Any:
-    """Replace every string that is a mapped identity (references, uri/url elements), and
-    links to them in narrative."""
+Spot = tuple[Any, Any, str]  # (container, key or index, string found there)
+
+
+def _scan(node: Any, identities: dict[str, int], spots: list[Spot], cond_refs: set[str]) -> None:
+    """One walk over a resource: every string that may need rewriting (an entry identity, a
+    conditional reference, narrative linking to urn: identities), so rewriting touches only those."""
     if isinstance(node, dict):
         for k, v in node.items():
             if isinstance(v, str):
-                if v in idmap:
-                    node[k] = idmap[v]
+                if v in identities or (v.startswith("urn:") and len(v) > 8):
+                    spots.append((node, k, v))
+                elif k == "reference" and "?" in v and not v.startswith(("http:", "https:", "urn:")):
+                    spots.append((node, k, v))
+                    cond_refs.add(v)
                 elif k == "div" and "urn:" in v:
-                    node[k] = _NARRATIVE_LINK.sub(lambda m: m.group(1) + idmap.get(m.group(2), m.group(2)) + m.group(3), v)
+                    spots.append((node, k, v))
             elif isinstance(v, (dict, list)):
-                _rewrite(v, idmap)
+                _scan(v, identities, spots, cond_refs)
     elif isinstance(node, list):
         for j, v in enumerate(node):
             if isinstance(v, str):
-                if v in idmap:
-                    node[j] = idmap[v]
+                if v in identities or v.startswith("urn:"):
+                    spots.append((node, j, v))
             elif isinstance(v, (dict, list)):
-                _rewrite(v, idmap)
-    return node
+                _scan(v, identities, spots, cond_refs)
 
 
-def _conditional_refs(node: Any, found: set[str]) -> None:
-    if isinstance(node, dict):
-        ref = node.get("reference")
-        if isinstance(ref, str) and "?" in ref and not ref.startswith(("http:", "https:", "urn:")):
-            found.add(ref)
-        for v in node.values():
-            if isinstance(v, (dict, list)):
-                _conditional_refs(v, found)
-    elif isinstance(node, list):
-        for v in node:
-            if isinstance(v, (dict, list)):
-                _conditional_refs(v, found)
+def _rewrite(spots: list[Spot], idmap: dict[str, str]) -> None:
+    """Replace mapped identities (references, uri/url elements) and narrative links to them."""
+    for container, key, value in spots:
+        if value in idmap:
+            container[key] = idmap[value]
+        elif key == "div":
+            container[key] = _NARRATIVE_LINK.sub(lambda m: m.group(1) + idmap.get(m.group(2), m.group(2)) + m.group(3), value)
 
 
 def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
@@ -432,9 +432,10 @@ def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
 
     # Conditional references, resolved once each.
     cond_refs: set[str] = set()
+    spots: dict[int, list[Spot]] = {}
     for e in entries:
-        if e.method in ("POST", "PUT"):
-            _conditional_refs(e.resource, cond_refs)
+        if e.method in ("POST", "PUT") and not e.skip_create:
+            _scan(e.resource, full_urls, spots.setdefault(e.index, []), cond_refs)
     for ref in sorted(cond_refs):
         rtype, _, query = ref.partition("?")
         if rtype not in RESOURCE_TYPES:
@@ -449,7 +450,7 @@ def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
     for e in entries:
         if e.method in ("POST", "PUT") and not e.skip_create:
             if idmap:
-                _rewrite(e.resource, idmap)
+                _rewrite(spots.get(e.index, []), idmap)
             try:
                 if e.method == "PUT" and not e.extra.get("conditional"):
                     ix.check_body(e.rtype or "", e.resource, e.rid)
@@ -482,7 +483,9 @@ def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
     for e in (x for x in entries if x.method in ("PUT", "PATCH")):
         try:
             if e.method == "PUT":
-                results[e.index] = ix.update(ctx, e.rtype or "", e.rid or "", e.resource, if_match=e.request.get("ifMatch"))
+                # Validated above, after reference rewriting.
+                results[e.index] = ix.update(ctx, e.rtype or "", e.rid or "", e.resource,
+                                             if_match=e.request.get("ifMatch"), validated=True)
             else:
                 body, ctype = _patch_body(e)
                 results[e.index] = ix.patch(ctx, e.rtype or "", e.rid or "", body, ctype, if_match=e.request.get("ifMatch"))

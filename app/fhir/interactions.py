@@ -155,7 +155,7 @@ def vread(ctx: Context, rtype: str, rid: str, vid: str) -> Result:
 # ---------------------------------------------------------------- create / update / patch / delete
 
 
-def check_body(rtype: str, resource: Any, url_id: str | None = None) -> dict[str, Any]:
+def check_body(rtype: str, resource: Any, url_id: str | None = None, *, validated: bool = False) -> dict[str, Any]:
     if not isinstance(resource, dict):
         raise InvalidResource("The body must be a JSON object holding a FHIR resource")
     body_type = resource.get("resourceType")
@@ -169,7 +169,8 @@ def check_body(rtype: str, resource: Any, url_id: str | None = None) -> dict[str
             raise InvalidResource(f"The body of an update must carry id '{url_id}'", expression=f"{rtype}.id")
         if body_id != url_id:
             raise InvalidResource(f"id '{body_id}' in the body does not match '{url_id}' in the URL", expression=f"{rtype}.id")
-    resources.validate(resource, rtype)
+    if not validated:
+        resources.validate(resource, rtype)
     return resource
 
 
@@ -205,10 +206,11 @@ def create(ctx: Context, rtype: str, resource: Any, *, if_none_exist: str | None
     return Result(201, s.body, version_headers(ctx, s), s)
 
 
-def update(ctx: Context, rtype: str, rid: str, resource: Any, *, if_match: str | None = None) -> Result:
+def update(ctx: Context, rtype: str, rid: str, resource: Any, *, if_match: str | None = None,
+           validated: bool = False) -> Result:
     if not valid_id(rid):
         raise BadRequest(f"'{rid}' is not a valid FHIR id", expression=f"{rtype}.id")
-    resource = check_body(rtype, resource, rid)
+    resource = check_body(rtype, resource, rid, validated=validated)
     ctx.store.lock(f"{rtype}/{rid}")
     head = ctx.store.head(rtype, rid, for_update=True)
     if if_match is not None:
