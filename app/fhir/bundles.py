@@ -54,24 +54,33 @@ def _link(ctx: ix.Context, path: str, params: list[tuple[str, str]]) -> str:
 
 def searchset(ctx: ix.Context, q: SearchQuery, path: str) -> dict[str, Any]:
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
-    used = [(k, v) for k, v in q.used if k != "_offset"]
+    used = [(k, v) for k, v in q.used if k not in ("_offset", "_page")]
     if q.summary == "count":
         bundle["total"] = ctx.store.count(q)
         bundle["link"] = [{"relation": "self", "url": _link(ctx, path, used)}]
         return bundle
     rows, more = ctx.store.search(q) if q.count > 0 else ([], ctx.store.count(q) > 0)
-    if q.total == "accurate" or (q.total == "estimate"):
+    first_page = q.offset == 0 and q.after is None and q.before is None
+    if q.total in ("accurate", "estimate"):
         bundle["total"] = ctx.store.count(q)
-    elif not more and q.offset == 0:
+    elif not more and first_page:
         # The whole result is on this page, so the total costs nothing.
         bundle["total"] = len(rows)
-    links = [{"relation": "self", "url": _link(ctx, path, used + ([("_offset", str(q.offset))] if q.offset else []))}]
-    links.append({"relation": "first", "url": _link(ctx, path, used)})
-    if q.offset > 0:
-        prev = max(q.offset - q.count, 0)
-        links.append({"relation": "previous", "url": _link(ctx, path, used + ([("_offset", str(prev))] if prev else []))})
-    if more:
-        links.append({"relation": "next", "url": _link(ctx, path, [*used, ("_offset", str(q.offset + q.count))])})
+    links = [{"relation": "self", "url": _link(ctx, path, q.used)}, {"relation": "first", "url": _link(ctx, path, used)}]
+    if q.sort:
+        if q.offset > 0:
+            prev = max(q.offset - q.count, 0)
+            links.append({"relation": "previous", "url": _link(ctx, path, used + ([("_offset", str(prev))] if prev else []))})
+        if more:
+            links.append({"relation": "next", "url": _link(ctx, path, [*used, ("_offset", str(q.offset + q.count))])})
+    elif rows:
+        # Default order: keyset cursors on the resource key.
+        has_prev = more if q.before is not None else not first_page
+        has_next = True if q.before is not None else more
+        if has_prev:
+            links.append({"relation": "previous", "url": _link(ctx, path, [*used, ("_page", f"b{rows[0].pk}")])})
+        if has_next:
+            links.append({"relation": "next", "url": _link(ctx, path, [*used, ("_page", f"a{rows[-1].pk}")])})
     bundle["link"] = links
     entries = [_entry_for(ctx, s, "match", q) for s in rows]
     issues: list[dict[str, Any]] = []

@@ -277,6 +277,8 @@ class SearchQuery:
     clauses: list[Clause] = field(default_factory=list)
     count: int = 20
     offset: int = 0
+    after: int | None = None  # keyset cursor (default order): resources with pk > after
+    before: int | None = None  # keyset cursor backwards: pk < before
     sort: list[SortKey] = field(default_factory=list)
     includes: list[Include] = field(default_factory=list)
     summary: str | None = None
@@ -329,6 +331,13 @@ class QueryParser:
             if not raw.isdigit():
                 raise InvalidSearch(f"_offset must be a non-negative integer, got '{raw}'", expression="_offset")
             q.offset = int(raw)
+        elif name == "_page":
+            if len(raw) < 2 or raw[0] not in "ab" or not raw[1:].isdigit():
+                raise InvalidSearch(f"_page '{raw}' is not a cursor this server issued", expression="_page")
+            if raw[0] == "a":
+                q.after = int(raw[1:])
+            else:
+                q.before = int(raw[1:])
         elif name == "_sort":
             for item in raw.split(","):
                 desc = item.startswith("-")

@@ -14,7 +14,7 @@ PROFILES = Path(__file__).resolve().parents[2] / "fhir_profiles"
 # Parameters every search understands that are not in the index (handled by the query itself).
 RESULT_PARAMS = frozenset(
     {
-        "_count", "_offset", "_sort", "_include", "_revinclude", "_summary", "_elements",
+        "_count", "_offset", "_page", "_sort", "_include", "_revinclude", "_summary", "_elements",
         "_total", "_format", "_pretty", "_contained", "_containedType", "_type",
     }
 )

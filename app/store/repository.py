@@ -248,8 +248,18 @@ class ResourceStore:
 
     def search(self, q: SearchQuery) -> tuple[list[Stored], bool]:
         """One page of matches (and whether there is a next page)."""
-        stmt = self._current().where(*self.sql.where(q)).order_by(*self.sql.order_by(q))
-        stmt = stmt.limit(q.count + 1).offset(q.offset)
+        stmt = self._current().where(*self.sql.where(q))
+        if not q.sort and (q.after is not None or q.before is not None):
+            # Keyset paging in the default (pk) order: pages stay put when resources come and go.
+            if q.before is not None:
+                stmt = stmt.where(Resource.pk < q.before).order_by(Resource.pk.desc()).limit(q.count + 1)
+                rows = [self._stored(r) for r in self.session.execute(stmt)]
+                more = len(rows) > q.count
+                return list(reversed(rows[: q.count])), more
+            stmt = stmt.where(Resource.pk > q.after)
+        else:
+            stmt = stmt.offset(q.offset)
+        stmt = stmt.order_by(*self.sql.order_by(q)).limit(q.count + 1)
         rows = [self._stored(r) for r in self.session.execute(stmt)]
         more = len(rows) > q.count
         return rows[: q.count], more
