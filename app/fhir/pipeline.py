@@ -78,7 +78,7 @@ def base_url() -> str:
     public = current_app.config.get("PUBLIC_URL")
     if public:
         return str(public).rstrip("/")
-    return request.host_url.rstrip("/") + "/fhir"
+    return f"{request.scheme}://{request.host}/fhir"
 
 
 def context(session: Any, strict: bool, ret: str | None = None) -> ix.Context:
