@@ -73,7 +73,9 @@ class Compartment(Base):
 
 class _IndexMixin:
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
-    res_pk: Mapped[int] = mapped_column(BigInteger, index=True)
+    # Indexed with the parameter (see __table_args__ of each table): serves deletes by resource
+    # and the per-candidate EXISTS probes of multi-parameter searches.
+    res_pk: Mapped[int] = mapped_column(BigInteger)
     rtype: Mapped[str] = mapped_column(String(64))
     param: Mapped[str] = mapped_column(String(100))
     grp: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -84,21 +86,21 @@ class TokenIndex(_IndexMixin, Base):
     system: Mapped[str | None] = mapped_column(String(255), nullable=True)
     code: Mapped[str | None] = mapped_column(String(255), nullable=True)
     text: Mapped[str | None] = mapped_column(String(512), nullable=True)
-    __table_args__ = (Index("ix_token_value", "rtype", "param", "code", "system"),)
+    __table_args__ = (Index("ix_token_value", "rtype", "param", "code", "system"), Index("ix_token_res", "res_pk", "param"))
 
 
 class StringIndex(_IndexMixin, Base):
     __tablename__ = "idx_string"
     norm: Mapped[str] = mapped_column(String(512))
     exact: Mapped[str] = mapped_column(String(512))
-    __table_args__ = (Index("ix_string_value", "rtype", "param", "norm"),)
+    __table_args__ = (Index("ix_string_value", "rtype", "param", "norm"), Index("ix_string_res", "res_pk", "param"))
 
 
 class DateIndex(_IndexMixin, Base):
     __tablename__ = "idx_date"
     low: Mapped[float] = mapped_column(Float)
     high: Mapped[float] = mapped_column(Float)
-    __table_args__ = (Index("ix_date_value", "rtype", "param", "low", "high"),)
+    __table_args__ = (Index("ix_date_value", "rtype", "param", "low", "high"), Index("ix_date_res", "res_pk", "param"))
 
 
 class NumberIndex(_IndexMixin, Base):
@@ -106,7 +108,7 @@ class NumberIndex(_IndexMixin, Base):
     value: Mapped[float] = mapped_column(Float)
     low: Mapped[float] = mapped_column(Float)
     high: Mapped[float] = mapped_column(Float)
-    __table_args__ = (Index("ix_number_value", "rtype", "param", "value"),)
+    __table_args__ = (Index("ix_number_value", "rtype", "param", "value"), Index("ix_number_res", "res_pk", "param"))
 
 
 class QuantityIndex(_IndexMixin, Base):
@@ -118,7 +120,7 @@ class QuantityIndex(_IndexMixin, Base):
     code: Mapped[str | None] = mapped_column(String(255), nullable=True)
     cvalue: Mapped[float | None] = mapped_column(Float, nullable=True)
     ccode: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    __table_args__ = (Index("ix_quantity_value", "rtype", "param", "code", "value"),)
+    __table_args__ = (Index("ix_quantity_value", "rtype", "param", "code", "value"), Index("ix_quantity_res", "res_pk", "param"))
 
 
 class ReferenceIndex(_IndexMixin, Base):
@@ -129,13 +131,14 @@ class ReferenceIndex(_IndexMixin, Base):
     __table_args__ = (
         Index("ix_reference_target", "rtype", "param", "target_id", "target_type"),
         Index("ix_reference_rev", "target_type", "target_id"),
+        Index("ix_reference_res", "res_pk", "param"),
     )
 
 
 class UriIndex(_IndexMixin, Base):
     __tablename__ = "idx_uri"
     value: Mapped[str] = mapped_column(String(1024))
-    __table_args__ = (Index("ix_uri_value", "rtype", "param", "value"),)
+    __table_args__ = (Index("ix_uri_value", "rtype", "param", "value"), Index("ix_uri_res", "res_pk", "param"))
 
 
 INDEX_TABLES: dict[str, Any] = {

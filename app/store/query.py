@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 
 from app.errors import InvalidSearch, NotSupported
 
+# One definition of string normalisation and date ranges for indexing and searching alike.
+from .indexer import date_range as parse_date_range
+from .indexer import normalize
 from .registry import RESULT_PARAMS, ParamDef, Registry
+
+__all__ = ["normalize", "parse_date_range"]
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 TOKEN_MODIFIERS = frozenset({"not", "text", "of-type", "missing", "in", "not-in", "above", "below"})
@@ -23,20 +26,6 @@ STRING_MODIFIERS = frozenset({"exact", "contains", "missing"})
 URI_MODIFIERS = frozenset({"above", "below", "missing"})
 REFERENCE_MODIFIERS = frozenset({"identifier", "missing"})
 PLAIN_MODIFIERS = frozenset({"missing"})
-
-_DATE_RE = re.compile(
-    r"^(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
-    r"(?:T(?P<H>\d{2})(?::(?P<M>\d{2})(?::(?P<S>\d{2})(?P<f>\.\d+)?)?)?"
-    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
-)
-
-
-def normalize(text: str) -> str:
-    """Case-fold, strip accents and collapse whitespace, as the indexer does for string rows."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(stripped.casefold().split())
-
 
 def split_values(raw: str) -> list[str]:
     """Split on commas not escaped with a backslash, and unescape \\, \\$ \\|."""
@@ -128,49 +117,6 @@ def _split_prefix(raw: str) -> tuple[str, str]:
     if len(raw) > 2 and raw[:2] in PREFIXES and not raw[2].isalpha():
         return raw[:2], raw[2:]
     return "eq", raw
-
-
-def parse_date_range(raw: str) -> tuple[float, float] | None:
-    """[low, high) in epoch seconds of a FHIR date/dateTime/instant at its written precision."""
-    m = _DATE_RE.match(raw)
-    if not m:
-        return None
-    g = m.groupdict()
-    try:
-        tz = UTC
-        if g["tz"] and g["tz"] != "Z":
-            sign = 1 if g["tz"][0] == "+" else -1
-            hh, mm = g["tz"][1:].split(":")
-            tz = timezone(sign * timedelta(hours=int(hh), minutes=int(mm)))
-        year = int(g["y"])
-        if g["m"] is None:
-            start = datetime(year, 1, 1, tzinfo=tz)
-            end = datetime(year + 1, 1, 1, tzinfo=tz)
-        elif g["d"] is None:
-            month = int(g["m"])
-            start = datetime(year, month, 1, tzinfo=tz)
-            end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=tz)
-        else:
-            day = datetime(year, int(g["m"]), int(g["d"]), tzinfo=tz)
-            if g["H"] is None:
-                start, end = day, day + timedelta(days=1)
-            elif g["M"] is None:
-                start = day.replace(hour=int(g["H"]))
-                end = start + timedelta(hours=1)
-            elif g["S"] is None:
-                start = day.replace(hour=int(g["H"]), minute=int(g["M"]))
-                end = start + timedelta(minutes=1)
-            else:
-                start = day.replace(hour=int(g["H"]), minute=int(g["M"]), second=int(g["S"]))
-                if g["f"]:
-                    frac = g["f"][1:]
-                    start = start + timedelta(microseconds=int((frac + "000000")[:6]))
-                    end = start + timedelta(seconds=10 ** -min(len(frac), 6))
-                else:
-                    end = start + timedelta(seconds=1)
-    except ValueError:
-        return None
-    return start.timestamp(), end.timestamp()
 
 
 def parse_date(param: str, raw: str) -> DateValue:

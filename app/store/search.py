@@ -61,9 +61,20 @@ class SqlBuilder:
             conds.append(r.rtype == q.rtype)
         elif q.rtype is None and q.types:
             conds.append(r.rtype.in_(q.types))
+        # The most selective-looking clause drives (IN: the database walks its index rows); the
+        # other index clauses are correlated EXISTS probes per candidate, so a common code does
+        # not get materialised in full for every query.
+        driving = min((c for c in q.clauses if self._selective(c)), key=self._rank, default=None)
         for c in q.clauses:
-            conds.append(self.clause(q.rtype, c, r))
+            conds.append(self.clause(q.rtype, c, r, correlated=driving is not None and c is not driving))
         return conds
+
+    @staticmethod
+    def _rank(c: Clause) -> int:
+        if c.chain is not None:
+            return 2
+        assert c.param is not None
+        return {"reference": 0, "token": 1, "string": 3, "uri": 3}.get(c.param.type, 4)
 
     @staticmethod
     def _selective(c: Clause) -> bool:
@@ -111,7 +122,7 @@ class SqlBuilder:
 
     # ---------------------------------------------------------------- clauses
 
-    def clause(self, rtype: str | None, c: Clause, r: Any = Resource) -> ColumnElement[bool]:
+    def clause(self, rtype: str | None, c: Clause, r: Any = Resource, correlated: bool = False) -> ColumnElement[bool]:
         if c.has_type is not None:
             return self._has(rtype, c, r)
         p = c.param
@@ -131,6 +142,11 @@ class SqlBuilder:
             return not_(has) if c.values[0] == "true" else has
         if p.type == "token" and c.modifier == "not":
             return not_(r.pk.in_(self._token_subquery(rtype, p, c.values, None, r)))
+        if correlated:
+            # No type condition in a probe: res_pk pins the resource, and leaving the leading
+            # column of the value indexes unconstrained steers planners to the (res_pk, param) index.
+            sub = self._values_subquery(None, p, c, r)
+            return sub.where(sub.selected_columns[0] == r.pk).exists()
         return r.pk.in_(self._values_subquery(rtype, p, c, r))
 
     def _values_subquery(self, rtype: str | None, p: ParamDef, c: Clause, r: Any) -> Select[Any]:

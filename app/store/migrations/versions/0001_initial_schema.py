@@ -1,8 +1,8 @@
 """initial schema
 
 Revision ID: 0001
-Revises:
-Create Date: 2026-12-03 06:38:44.741881
+Revises: (none)
+Create Date: 2026-12-03 07:31:07.062230
 """
 import sqlalchemy as sa
 from alembic import op
@@ -26,8 +26,8 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('idx_date', schema=None) as batch_op:
+        batch_op.create_index('ix_date_res', ['res_pk', 'param'], unique=False)
         batch_op.create_index('ix_date_value', ['rtype', 'param', 'low', 'high'], unique=False)
-        batch_op.create_index(batch_op.f('ix_idx_date_res_pk'), ['res_pk'], unique=False)
 
     op.create_table('idx_number',
     sa.Column('value', sa.Float(), nullable=False),
@@ -41,7 +41,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('idx_number', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_idx_number_res_pk'), ['res_pk'], unique=False)
+        batch_op.create_index('ix_number_res', ['res_pk', 'param'], unique=False)
         batch_op.create_index('ix_number_value', ['rtype', 'param', 'value'], unique=False)
 
     op.create_table('idx_quantity',
@@ -60,7 +60,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('idx_quantity', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_idx_quantity_res_pk'), ['res_pk'], unique=False)
+        batch_op.create_index('ix_quantity_res', ['res_pk', 'param'], unique=False)
         batch_op.create_index('ix_quantity_value', ['rtype', 'param', 'code', 'value'], unique=False)
 
     op.create_table('idx_reference',
@@ -75,7 +75,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('idx_reference', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_idx_reference_res_pk'), ['res_pk'], unique=False)
+        batch_op.create_index('ix_reference_res', ['res_pk', 'param'], unique=False)
         batch_op.create_index('ix_reference_rev', ['target_type', 'target_id'], unique=False)
         batch_op.create_index('ix_reference_target', ['rtype', 'param', 'target_id', 'target_type'], unique=False)
 
@@ -90,7 +90,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('idx_string', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_idx_string_res_pk'), ['res_pk'], unique=False)
+        batch_op.create_index('ix_string_res', ['res_pk', 'param'], unique=False)
         batch_op.create_index('ix_string_value', ['rtype', 'param', 'norm'], unique=False)
 
     op.create_table('idx_token',
@@ -105,7 +105,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('idx_token', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_idx_token_res_pk'), ['res_pk'], unique=False)
+        batch_op.create_index('ix_token_res', ['res_pk', 'param'], unique=False)
         batch_op.create_index('ix_token_value', ['rtype', 'param', 'code', 'system'], unique=False)
 
     op.create_table('idx_uri',
@@ -118,7 +118,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('idx_uri', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_idx_uri_res_pk'), ['res_pk'], unique=False)
+        batch_op.create_index('ix_uri_res', ['res_pk', 'param'], unique=False)
         batch_op.create_index('ix_uri_value', ['rtype', 'param', 'value'], unique=False)
 
     op.create_table('resource',
@@ -180,38 +180,38 @@ def downgrade() -> None:
     op.drop_table('resource')
     with op.batch_alter_table('idx_uri', schema=None) as batch_op:
         batch_op.drop_index('ix_uri_value')
-        batch_op.drop_index(batch_op.f('ix_idx_uri_res_pk'))
+        batch_op.drop_index('ix_uri_res')
 
     op.drop_table('idx_uri')
     with op.batch_alter_table('idx_token', schema=None) as batch_op:
         batch_op.drop_index('ix_token_value')
-        batch_op.drop_index(batch_op.f('ix_idx_token_res_pk'))
+        batch_op.drop_index('ix_token_res')
 
     op.drop_table('idx_token')
     with op.batch_alter_table('idx_string', schema=None) as batch_op:
         batch_op.drop_index('ix_string_value')
-        batch_op.drop_index(batch_op.f('ix_idx_string_res_pk'))
+        batch_op.drop_index('ix_string_res')
 
     op.drop_table('idx_string')
     with op.batch_alter_table('idx_reference', schema=None) as batch_op:
         batch_op.drop_index('ix_reference_target')
         batch_op.drop_index('ix_reference_rev')
-        batch_op.drop_index(batch_op.f('ix_idx_reference_res_pk'))
+        batch_op.drop_index('ix_reference_res')
 
     op.drop_table('idx_reference')
     with op.batch_alter_table('idx_quantity', schema=None) as batch_op:
         batch_op.drop_index('ix_quantity_value')
-        batch_op.drop_index(batch_op.f('ix_idx_quantity_res_pk'))
+        batch_op.drop_index('ix_quantity_res')
 
     op.drop_table('idx_quantity')
     with op.batch_alter_table('idx_number', schema=None) as batch_op:
         batch_op.drop_index('ix_number_value')
-        batch_op.drop_index(batch_op.f('ix_idx_number_res_pk'))
+        batch_op.drop_index('ix_number_res')
 
     op.drop_table('idx_number')
     with op.batch_alter_table('idx_date', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_idx_date_res_pk'))
         batch_op.drop_index('ix_date_value')
+        batch_op.drop_index('ix_date_res')
 
     op.drop_table('idx_date')
     # ### end Alembic commands ###
