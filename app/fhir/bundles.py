@@ -470,7 +470,9 @@ def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
 
     # Execute in the R4 order: DELETE, POST, PUT/PATCH, GET.
     results: dict[int, ix.Result] = {}
-    for e in (x for x in entries if x.method == "DELETE"):
+    # Per-resource locks are taken in one global order (by target) so concurrent transactions
+    # touching the same resources cannot deadlock.
+    for e in sorted((x for x in entries if x.method == "DELETE"), key=lambda x: x.target or ""):
         try:
             results[e.index] = ix.Result(204) if e.extra.get("noop") else ix.delete(ctx, e.rtype or "", e.rid or "")
         except FhirError as err:
@@ -489,7 +491,7 @@ def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
     for (e, w), pk in zip(writes, pks, strict=True):
         s = ix.stored_from(w, pk)
         results[e.index] = ix.Result(201, s.body, ix.version_headers(ctx, s), s)
-    for e in (x for x in entries if x.method in ("PUT", "PATCH")):
+    for e in sorted((x for x in entries if x.method in ("PUT", "PATCH")), key=lambda x: x.target or ""):
         try:
             if e.method == "PUT":
                 # Validated above, after reference rewriting.

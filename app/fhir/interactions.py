@@ -183,7 +183,10 @@ def conditional_matches(ctx: Context, rtype: str, query: str, what: str) -> list
         raise BadRequest(f"{what} needs search criteria")
     q = ctx.parser.parse(rtype, params, strict=True)
     q.count = 2
-    ctx.store.lock(f"{rtype}?{sorted(params)}")
+    # One lock for all conditional criteria: matching and the write that follows are serialised
+    # among conditional requests (as SQLite's single writer does), and taking one lock, always
+    # before any per-resource lock, cannot deadlock with another conditional request.
+    ctx.store.lock("conditional")
     return ctx.store.match_ids(q, 2)
 
 

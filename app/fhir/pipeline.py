@@ -7,12 +7,15 @@ Order: negotiate -> (authenticate, scopes, consent: issues 3 and 5 plug in here)
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import orjson
 from flask import Response, current_app, g, request
+from sqlalchemy.exc import OperationalError
 
 from app.errors import BadRequest, FhirError, NotAcceptable, UnsupportedMediaType
 from app.store.repository import ResourceStore
@@ -20,6 +23,8 @@ from app.store.repository import ResourceStore
 from . import interactions as ix
 
 log = logging.getLogger("fhirtwin")
+MAX_ATTEMPTS = 4
+RETRYABLE = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
 
 FHIR_JSON = "application/fhir+json"
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
@@ -47,7 +52,23 @@ def negotiate() -> str:
     raise NotAcceptable(f"Accept '{accept}' cannot be served; this server answers application/fhir+json or application/json")
 
 
-def parse_body(allow_patch: bool = False) -> Any:
+class Body:
+    """The parsed request body, fresh for each attempt: interactions change the documents they
+    are given (ids, rewritten references), and a retried transaction must start from the original."""
+
+    def __init__(self, raw: bytes, first: Any) -> None:
+        self.raw = raw
+        self.first: Any = first
+        self.used = False
+
+    def __call__(self) -> Any:
+        if not self.used:
+            self.used = True
+            return self.first
+        return orjson.loads(self.raw)
+
+
+def parse_body(allow_patch: bool = False) -> Body:
     ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     allowed = JSON_TYPES + (("application/json-patch+json",) if allow_patch else ())
     if ctype not in allowed:
@@ -58,7 +79,7 @@ def parse_body(allow_patch: bool = False) -> Any:
     if not raw.strip():
         raise BadRequest("The request body is empty")
     try:
-        return orjson.loads(raw)
+        return Body(raw, orjson.loads(raw))
     except RecursionError:
         raise BadRequest("The body is nested too deeply") from None
     except orjson.JSONDecodeError as e:
@@ -95,15 +116,26 @@ def run(action: Callable[[ix.Context], ix.Result], *, write: bool) -> Response:
     pref = prefer()
     strict = pref.get("handling", "strict" if current_app.config["SEARCH_STRICT"] else "lenient") != "lenient"
     fhir = current_app.extensions["fhirtwin"]
-    with fhir.db.session(write=write) as session:
-        ctx = context(session, strict, pref.get("return"))
-        g.fhir_ctx = ctx
+    for attempt in range(MAX_ATTEMPTS):
         try:
-            result = action(ctx)
-        except RecursionError:
-            raise BadRequest("The resource is nested too deeply to be processed") from None
-        if write:
-            session.commit()
+            with fhir.db.session(write=write) as session:
+                ctx = context(session, strict, pref.get("return"))
+                g.fhir_ctx = ctx
+                try:
+                    result = action(ctx)
+                except RecursionError:
+                    raise BadRequest("The resource is nested too deeply to be processed") from None
+                if write:
+                    session.commit()
+            break
+        except OperationalError as e:
+            # PostgreSQL broke a deadlock or a serialisation conflict by failing this transaction:
+            # nothing of it was kept, so run it again from the original request.
+            code = getattr(e.orig, "sqlstate", None)
+            if code not in RETRYABLE or attempt == MAX_ATTEMPTS - 1:
+                raise
+            log.warning("retrying after %s (attempt %d)", code, attempt + 1)
+            time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
     return render(result, media, pref.get("return"), write=write)
 
 

@@ -45,7 +45,7 @@ def metadata() -> Response:
 def system_bundle() -> Response:
     body = parse_body()
     limit = current_app.config["MAX_BUNDLE_ENTRIES"]
-    return run(lambda ctx: ix.Result(200, resource=bundles.process(ctx, body, limit)), write=True)
+    return run(lambda ctx: ix.Result(200, resource=bundles.process(ctx, body(), limit)), write=True)
 
 
 @bp.get("")
@@ -87,7 +87,7 @@ def create(rtype: str) -> Response:
     _type(rtype)
     body = parse_body()
     ine = request.headers.get("If-None-Exist")
-    return run(lambda ctx: ix.create(ctx, rtype, body, if_none_exist=ine), write=True)
+    return run(lambda ctx: ix.create(ctx, rtype, body(), if_none_exist=ine), write=True)
 
 
 @bp.put("/<rtype>")
@@ -98,7 +98,7 @@ def conditional_update(rtype: str) -> Response:
     if not qs:
         raise MethodNotAllowed("PUT on a resource type needs search criteria (conditional update) or an id")
     if_match = request.headers.get("If-Match")
-    return run(lambda ctx: ix.conditional_update(ctx, rtype, qs, body, if_match=if_match), write=True)
+    return run(lambda ctx: ix.conditional_update(ctx, rtype, qs, body(), if_match=if_match), write=True)
 
 
 @bp.delete("/<rtype>")
@@ -126,7 +126,7 @@ def conditional_patch(rtype: str) -> Response:
             if matches:
                 raise MultipleMatches(f"Conditional patch criteria match {len(matches)} resources")
             raise NotFound("Conditional patch criteria match no resource")
-        return ix.patch(ctx, rtype, matches[0][1], body, ctype, if_match=if_match)
+        return ix.patch(ctx, rtype, matches[0][1], body(), ctype, if_match=if_match)
 
     return run(action, write=True)
 
@@ -152,7 +152,7 @@ def update(rtype: str, rid: str) -> Response:
     _type(rtype)
     body = parse_body()
     if_match = request.headers.get("If-Match")
-    return run(lambda ctx: ix.update(ctx, rtype, rid, body, if_match=if_match), write=True)
+    return run(lambda ctx: ix.update(ctx, rtype, rid, body(), if_match=if_match), write=True)
 
 
 @bp.patch("/<rtype>/<rid>")
@@ -161,7 +161,7 @@ def patch(rtype: str, rid: str) -> Response:
     body = parse_body(allow_patch=True)
     ctype = request.headers.get("Content-Type", "")
     if_match = request.headers.get("If-Match")
-    return run(lambda ctx: ix.patch(ctx, rtype, rid, body, ctype, if_match=if_match), write=True)
+    return run(lambda ctx: ix.patch(ctx, rtype, rid, body(), ctype, if_match=if_match), write=True)
 
 
 @bp.delete("/<rtype>/<rid>")

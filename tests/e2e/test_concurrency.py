@@ -65,3 +65,21 @@ def test_concurrent_conditional_transactions_make_one_resource(live_server) -> N
         assert set(pool.map(tx, range(6))) == {200}
     found = requests.get(f"{live_server.base}/Patient", params={"identifier": f"{system}|{value}", "_total": "accurate"}, timeout=30).json()
     assert found["total"] == 1
+
+
+def test_concurrent_transactions_on_the_same_resources_in_opposite_order(live_server) -> None:
+    ids = [f"lock-{uuid.uuid4().hex[:12]}" for _ in range(2)]
+
+    def tx(i: int) -> int:
+        order = ids if i % 2 else list(reversed(ids))
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Patient", "id": pid, "birthDate": f"19{50 + i % 40}-01-01"},
+             "request": {"method": "PUT", "url": f"Patient/{pid}"}} for pid in order]}
+        return requests.post(live_server.base, json=bundle, headers={"Content-Type": "application/fhir+json"}, timeout=60).status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        statuses = list(pool.map(tx, range(24)))
+    assert statuses == [200] * 24
+    for pid in ids:
+        r = requests.get(f"{live_server.base}/Patient/{pid}", timeout=30)
+        assert r.json()["meta"]["versionId"] == "24"
