@@ -65,6 +65,26 @@ def measure(client: Any, patient_ids: list[str], n: int = 200) -> tuple[float, f
     return statistics.median(search) * 1e3, search[int(len(search) * 0.95) - 1] * 1e3, statistics.median(read) * 1e3
 
 
+def measure_existing(path: Path) -> None:
+    from app import create_app
+    from config.settings import TestConfig
+
+    class Cfg(TestConfig):
+        INSTANCE_DIR = path.parent
+        DATABASE_URL = f"sqlite:///{path}"
+
+    app = create_app(Cfg())
+    with app.extensions["fhirtwin"].db.session() as conn:
+        from sqlalchemy import text
+
+        patients = [r[0] for r in conn.execute(text("SELECT rid FROM resource WHERE rtype = 'Patient'"))]
+        total = conn.execute(text("SELECT count(*) FROM resource")).scalar_one()
+    client = app.test_client()
+    measure(client, patients, 50)  # warm the page cache
+    p50, p95, rp50 = measure(client, patients)
+    print(f"{len(patients):9d} {total:10d} {'-':>10} {p50:9.2f}ms {p95:5.2f}ms {rp50:7.2f}ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--resources", type=int, default=1_000_000)
@@ -72,8 +92,12 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=64_000)
     ap.add_argument("--db", default="")
     ap.add_argument("--max-seconds", type=float, default=3600)
+    ap.add_argument("--existing", default="", help="measure only, on a SQLite file an earlier run left")
     args = ap.parse_args()
     random.seed(7)
+    if args.existing:
+        measure_existing(Path(args.existing))
+        return
     tmp = Path(tempfile.mkdtemp())
     if args.db:
         import conftest
