@@ -59,7 +59,7 @@ def main() -> None:
     files = [str(f) for f in synthea_files()]
     subprocess.run([sys.executable, "-m", "app.cli", "load", *files], cwd=ROOT, env=env, check=True,
                    stderr=subprocess.DEVNULL)
-    srv = Server(tmp, "rest", workers=args.workers, extra_env={"DATABASE_URL": url})
+    srv = Server(tmp, "rest_server", workers=args.workers, extra_env={"DATABASE_URL": url})
     try:
         subprocess.run(["taskset", "-acp", "0", str(srv.proc.pid)], check=True, capture_output=True)
         for child in subprocess.run(["pgrep", "-P", str(srv.proc.pid)], capture_output=True, text=True).stdout.split():
