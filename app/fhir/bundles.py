@@ -30,8 +30,6 @@ from . import interactions as ix
 from .resources import RESOURCE_TYPES
 from .summary import apply_elements, apply_summary
 
-SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
-
 
 def _entry_for(ctx: ix.Context, s: Stored, mode: str | None, q: SearchQuery | None = None) -> dict[str, Any]:
     entry: dict[str, Any] = {"fullUrl": f"{ctx.base_url}/{s.rtype}/{s.rid}"}

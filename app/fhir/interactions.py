@@ -16,17 +16,15 @@ import orjson
 from app.errors import (
     BadRequest,
     Conflict,
-    FhirError,
     Gone,
     InvalidResource,
-    MethodNotAllowed,
     MultipleMatches,
     NotFound,
     PreconditionFailed,
     Unprocessable,
 )
 from app.store.indexer import index_resource
-from app.store.query import QueryParser, SearchQuery, parse_date_range
+from app.store.query import QueryParser, parse_date_range
 from app.store.repository import PendingWrite, ResourceStore, Stored
 
 from . import resources
@@ -357,6 +355,3 @@ def history(ctx: Context, rtype: str | None, rid: str | None, params: list[tuple
             raise NotFound(f"{rtype}/{rid} is not known")
     rows, more = ctx.store.history(rtype, rid, since=since, at=at, count=count, offset=offset)
     return Result(200, resource=history_bundle(ctx, rows, more, path, used, count, offset))
-
-
-__all__ = ["Context", "FhirError", "MethodNotAllowed", "Result", "SearchQuery"]

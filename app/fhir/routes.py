@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
@@ -12,7 +10,7 @@ from app.errors import BadRequest, FhirError, MethodNotAllowed, NotFound, Payloa
 from . import bundles
 from . import interactions as ix
 from .capability import capability_statement
-from .pipeline import error_response, negotiate, parse_body, run
+from .pipeline import error_response, parse_body, run
 from .resources import RESOURCE_TYPES
 
 bp = Blueprint("fhir", __name__, url_prefix="/fhir")
@@ -206,6 +204,3 @@ def unexpected(e: Exception) -> Response:
     current_app.logger.exception("unhandled error")
     err = FhirError("The server hit an internal error; nothing was changed")
     return error_response(err)
-
-
-__all__: list[Any] = ["bp", "http_error", "negotiate", "unexpected"]

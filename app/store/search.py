@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, func, literal, not_, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, false, func, literal, not_, or_, select
 from sqlalchemy.orm import aliased
 
 from app.errors import InvalidSearch, NotSupported
@@ -242,8 +243,6 @@ class SqlBuilder:
         if p == "eb":
             return t.high <= lo
         # ap: overlap with the value's range widened by 10% of its distance from now (at least a day)
-        import time
-
         gap = max(abs(time.time() - lo) * 0.1, 86400.0)
         return and_(t.low < hi + gap, t.high > lo - gap)
 
@@ -406,6 +405,3 @@ class SqlBuilder:
             ref.rtype == c.has_type, ref.param == c.has_param.code, ref.target_type == rtype, ref.res_pk.in_(sources)
         )
         return r.rid.in_(ids)
-
-
-__all__ = ["SqlBuilder", "true"]
