@@ -454,17 +454,16 @@ def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
         idmap[ref] = f"{rtype}/{matches[0][1]}"
 
     # Rewrite and validate every resource before anything is written.
-    for e in entries:
-        if e.method in ("POST", "PUT") and not e.skip_create:
-            if idmap:
-                _rewrite(spots.get(e.index, []), idmap)
-            try:
-                if e.method == "PUT" and not e.extra.get("conditional"):
-                    ix.check_body(e.rtype or "", e.resource, e.rid)
-                else:
-                    ix.check_body(e.rtype or "", e.resource)
-            except FhirError as err:
-                raise _entry_error(err, e) from None
+    to_write = [e for e in entries if e.method in ("POST", "PUT") and not e.skip_create]
+    if idmap:
+        for e in to_write:
+            _rewrite(spots.get(e.index, []), idmap)
+    for e in to_write:
+        try:
+            url_id = e.rid if e.method == "PUT" and not e.extra.get("conditional") else None
+            ix.check_body(e.rtype or "", e.resource, url_id)
+        except FhirError as err:
+            raise _entry_error(err, e) from None
 
     # Execute in the R4 order: DELETE, POST, PUT/PATCH, GET.
     results: dict[int, ix.Result] = {}
