@@ -26,6 +26,9 @@ def _serve(args: argparse.Namespace) -> int:
             self.cfg.set("keepalive", 5)
             # Long search URLs are normal in FHIR; gunicorn's ceiling, not its 4 KiB default.
             self.cfg.set("limit_request_line", 8190)
+            # One shared control socket path per user would make concurrent servers collide.
+            if "control_socket_disable" in self.cfg.settings:
+                self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
             return create_app()
