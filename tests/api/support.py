@@ -154,6 +154,16 @@ def tx(entries_: list[dict[str, Any]], type_: str = "transaction") -> dict[str, 
     return {"resourceType": "Bundle", "type": type_, "entry": entries_}
 
 
+def post_bundle(fhir: Any, entries_: list[dict[str, Any]], type_: str, **kw: Any) -> dict[str, Any]:
+    """POST a batch/transaction, assert 200 and a response entry per request entry."""
+    r = fhir.post("", json=tx(entries_, type_), **kw)
+    assert r.status_code == 200, r.text
+    b: dict[str, Any] = r.json()
+    assert b["resourceType"] == "Bundle" and b["type"] == f"{type_}-response", b
+    assert len(b["entry"]) == len(entries_)
+    return b
+
+
 def post_entry(resource: dict[str, Any], full_url: str | None = None, **req: Any) -> dict[str, Any]:
     e: dict[str, Any] = {"resource": resource, "request": {"method": "POST", "url": resource["resourceType"], **req}}
     if full_url:

@@ -13,20 +13,15 @@ from .support import (
     location_id,
     observation,
     patient,
+    post_bundle,
     post_entry,
     put_entry,
     status_of,
-    tx,
 )
 
 
 def run_batch(fhir, entries, **kw):
-    r = fhir.post("", json=tx(entries, "batch"), **kw)
-    assert r.status_code == 200, r.text
-    b = r.json()
-    assert b["resourceType"] == "Bundle" and b["type"] == "batch-response", b
-    assert len(b["entry"]) == len(entries)
-    return b
+    return post_bundle(fhir, entries, "batch", **kw)
 
 
 def test_batch_entries_fail_independently(fhir, uid):

@@ -22,6 +22,7 @@ from .support import (
     oo_text,
     organization,
     patient,
+    post_bundle,
     post_entry,
     put_entry,
     search_ids,
@@ -36,12 +37,7 @@ def urn() -> str:
 
 
 def run_tx(fhir, entries, **kw):
-    r = fhir.post("", json=tx(entries), **kw)
-    assert r.status_code == 200, r.text
-    b = r.json()
-    assert b["resourceType"] == "Bundle" and b["type"] == "transaction-response", b
-    assert len(b["entry"]) == len(entries)
-    return b
+    return post_bundle(fhir, entries, "transaction", **kw)
 
 
 def new_id(entry, rtype):
