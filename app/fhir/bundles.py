@@ -24,7 +24,7 @@ from app.errors import (
     PreconditionFailed,
 )
 from app.store.query import SearchQuery
-from app.store.repository import Stored
+from app.store.repository import PendingWrite, Stored
 
 from . import interactions as ix
 from .resources import RESOURCE_TYPES
@@ -297,18 +297,49 @@ def _patch_body(e: Entry) -> tuple[Any, str]:
 
 
 def batch(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
-    out = []
+    """Each entry on its own: a failing entry is answered with its OperationOutcome and rolls back
+    only itself. Consecutive creates are validated and matched one by one but written together
+    (one set-based write instead of one per entry); an entry that could see them (any non-create,
+    or a create with the same If-None-Exist) first has them written."""
+    out: list[dict[str, Any] | None] = [None] * len(raw_entries)
+    pending: list[tuple[int, PendingWrite]] = []
+    pending_criteria: set[str] = set()
     session = ctx.store.session
+
+    def flush() -> None:
+        if pending:
+            pks = ctx.store.write([w for _, w in pending])
+            for (i, w), pk in zip(pending, pks, strict=True):
+                out[i] = _response_entry(ctx, ix.created(ctx, w, pk), True)
+            pending.clear()
+            pending_criteria.clear()
+
     for i, raw in enumerate(raw_entries):
-        sp = session.begin_nested()
+        sp = None
         try:
             e = _parse_entry(ctx, i, raw)
+            if e.method == "POST":
+                criteria = e.request.get("ifNoneExist")
+                if criteria and criteria in pending_criteria:
+                    flush()
+                found = ix.prepare_create(ctx, e.rtype or "", e.resource, if_none_exist=criteria)
+                if isinstance(found, PendingWrite):
+                    pending.append((i, found))
+                    if criteria:
+                        pending_criteria.add(criteria)
+                else:
+                    out[i] = _response_entry(ctx, found, True)
+                continue
+            flush()
+            sp = session.begin_nested()
             r = _run_one(ctx, e)
             sp.commit()
-            out.append(_response_entry(ctx, r, e.method not in ("GET", "HEAD")))
+            out[i] = _response_entry(ctx, r, e.method not in ("GET", "HEAD"))
         except FhirError as err:
-            sp.rollback()
-            out.append({"response": {"status": f"{err.status}", "outcome": err.outcome()}})
+            if sp is not None:
+                sp.rollback()
+            out[i] = {"response": {"status": f"{err.status}", "outcome": err.outcome()}}
+    flush()
     return {"resourceType": "Bundle", "type": "batch-response", "entry": out}
 
 

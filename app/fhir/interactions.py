@@ -189,6 +189,20 @@ def conditional_matches(ctx: Context, rtype: str, query: str, what: str) -> list
 
 
 def create(ctx: Context, rtype: str, resource: Any, *, if_none_exist: str | None = None) -> Result:
+    found = prepare_create(ctx, rtype, resource, if_none_exist=if_none_exist)
+    if isinstance(found, Result):
+        return found
+    pk = ctx.store.write([found])[0]
+    return created(ctx, found, pk)
+
+
+def created(ctx: Context, w: PendingWrite, pk: int) -> Result:
+    s = stored_from(w, pk)
+    return Result(201, s.body, version_headers(ctx, s), s)
+
+
+def prepare_create(ctx: Context, rtype: str, resource: Any, *, if_none_exist: str | None = None) -> Result | PendingWrite:
+    """Everything of a create but the write: the existing match (If-None-Exist), or the version to write."""
     resource = check_body(rtype, resource)
     if if_none_exist:
         matches = conditional_matches(ctx, rtype, if_none_exist.split("?", 1)[-1], "If-None-Exist")
@@ -200,11 +214,7 @@ def create(ctx: Context, rtype: str, resource: Any, *, if_none_exist: str | None
             r = _served(ctx, existing, None, None)
             r.headers["Location"] = f"{ctx.base_url}/{rtype}/{existing.rid}/_history/{existing.version}"
             return r
-    rid = new_id()
-    w = prepare(rtype, rid, 1, resource, "POST", None)
-    pk = ctx.store.write([w])[0]
-    s = stored_from(w, pk)
-    return Result(201, s.body, version_headers(ctx, s), s)
+    return prepare(rtype, new_id(), 1, resource, "POST", None)
 
 
 def update(ctx: Context, rtype: str, rid: str, resource: Any, *, if_match: str | None = None,
