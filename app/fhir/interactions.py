@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
@@ -24,7 +24,7 @@ from app.errors import (
     Unprocessable,
 )
 from app.store.indexer import index_resource
-from app.store.query import QueryParser, parse_date_range
+from app.store.query import QueryParser, range_us
 from app.store.repository import PendingWrite, ResourceStore, Stored
 
 from . import resources
@@ -56,8 +56,12 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def instant(us: int) -> str:
-    return datetime.fromtimestamp(us / 1e6, tz=UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    # Integer arithmetic: the instant written must parse back to exactly the stored microsecond.
+    return (_EPOCH + timedelta(microseconds=us)).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def http_date(us: int) -> str:
@@ -328,10 +332,10 @@ def search(ctx: Context, rtype: str | None, params: list[tuple[str, str]], *, st
 
 
 def parse_instant_param(name: str, raw: str) -> int:
-    rng = parse_date_range(raw)
+    rng = range_us(raw)
     if rng is None:
         raise BadRequest(f"{name} must be a FHIR instant or date, got '{raw}'", expression=name)
-    return int(rng[0] * 1_000_000)
+    return rng[0]
 
 
 def history(ctx: Context, rtype: str | None, rid: str | None, params: list[tuple[str, str]], path: str) -> Result:

@@ -119,6 +119,25 @@ def _split_prefix(raw: str) -> tuple[str, str]:
     return "eq", raw
 
 
+_FRACTION = re.compile(r"T\d\d:\d\d:\d\d\.(\d+)")
+
+
+def range_us(raw: str) -> tuple[int, int] | None:
+    """[low, high) in integer microseconds: exact where floats of seconds are not (server
+    instants carry microseconds, and `_lastUpdated=gt<instant>` must not match that instant)."""
+    rng = parse_date_range(raw)
+    if rng is None:
+        return None
+    m = _FRACTION.search(raw)
+    if not m:
+        return round(rng[0] * 1_000_000), round(rng[1] * 1_000_000)  # whole seconds: exact
+    digits = m.group(1)
+    whole = parse_date_range(raw[: m.start(1) - 1] + raw[m.end(1) :])
+    assert whole is not None
+    low = round(whole[0]) * 1_000_000 + int((digits + "000000")[:6])
+    return low, low + 10 ** (6 - min(len(digits), 6))
+
+
 def parse_date(param: str, raw: str) -> DateValue:
     prefix, rest = _split_prefix(raw)
     rng = parse_date_range(rest)

@@ -35,6 +35,7 @@ from .query import (
     parse_quantity,
     parse_reference,
     parse_token,
+    range_us,
     split_unescaped,
     unescape,
 )
@@ -356,8 +357,10 @@ class SqlBuilder:
         ors = []
         for v in c.values:
             d = parse_date(c.name, v)
-            lo, hi = int(d.low * US_PER_S), int(d.high * US_PER_S)
             p = d.prefix
+            exact = range_us(v[2:] if v[:2] == p else v)
+            assert exact is not None  # parse_date accepted it
+            lo, hi = exact
             cond = {
                 "eq": and_(r.lu >= lo, r.lu < hi),
                 "ne": or_(r.lu < lo, r.lu >= hi),
