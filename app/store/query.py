@@ -406,7 +406,7 @@ class QueryParser:
             return
         if mod not in allowed:
             raise InvalidSearch(f"Modifier ':{mod}' is not valid for {p.type} parameter '{p.code}'", expression=key)
-        if p.type == "token" and mod in ("in", "not-in", "above", "below"):
+        if p.type == "token" and mod in ("above", "below"):
             raise NotSupported(f"Token modifier ':{mod}' is not supported (no terminology service)", expression=key)
 
     def _check_values(self, c: Clause) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -23,8 +25,9 @@ from sqlalchemy import (
     update,
 )
 
-from .models import INDEX_TABLES, Compartment, ReferenceIndex, Resource, ResourceVersion
+from .models import INDEX_TABLES, Compartment, ReferenceIndex, Resource, ResourceVersion, UriIndex
 from .query import Include, SearchQuery
+from .registry import PROFILES
 from .rows import IndexResult
 from .search import SqlBuilder
 
@@ -83,6 +86,12 @@ def codec_encode(body: bytes | None) -> bytes | None:
     return body
 
 
+@lru_cache(maxsize=1)
+def _shipped_value_sets() -> dict[str, Any]:
+    data: dict[str, Any] = orjson.loads((PROFILES / "valuesets.json").read_bytes())
+    return data
+
+
 def _current_select() -> Any:
     return (
         select(Resource.pk, Resource.rtype, Resource.rid, Resource.version, Resource.lu, Resource.deleted, ResourceVersion.body)
@@ -111,7 +120,7 @@ class ResourceStore:
     def __init__(self, session: Connection, *, is_sqlite: bool, base_url: str | None = None) -> None:
         self.session = session
         self.is_sqlite = is_sqlite
-        self.sql = SqlBuilder(base_url)
+        self.sql = SqlBuilder(base_url, self.expand_value_set)
 
     # ---------------------------------------------------------------- locking
 
@@ -243,6 +252,62 @@ class ResourceStore:
         with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
+
+    # ---------------------------------------------------------------- terminology
+
+    def _by_url(self, rtype: str, url: str) -> dict[str, Any] | None:
+        stmt = (
+            _current_select()
+            .where(Resource.rtype == rtype, Resource.deleted == false())
+            .where(Resource.pk.in_(select(UriIndex.res_pk).where(UriIndex.rtype == rtype, UriIndex.param == "url",
+                                                                 UriIndex.value == url)))
+            .order_by(Resource.pk.desc())
+            .limit(1)
+        )
+        row = self.session.execute(stmt).first()
+        if row is None:
+            return None
+        body = codec_decode(row[6])
+        return orjson.loads(body) if body else None
+
+    def expand_value_set(self, url: str) -> dict[str, list[str]] | None:
+        """{system: [codes]} of a ValueSet: a stored one (its expansion, or its compose made of
+        concept lists and whole stored CodeSystems), else one of the R4 value sets shipped in
+        fhir_profiles/. None when it is unknown or needs a terminology service (filters)."""
+        vs = self._by_url("ValueSet", url)
+        if vs is None:
+            shipped = _shipped_value_sets().get(url)
+            return {k: list(v) for k, v in shipped["codes"].items()} if isinstance(shipped, dict) else None
+        out: dict[str, set[str]] = {}
+        if vs.get("expansion", {}).get("contains"):
+            stack = list(vs["expansion"]["contains"])
+            while stack:
+                c = stack.pop()
+                if c.get("system") and c.get("code"):
+                    out.setdefault(c["system"], set()).add(c["code"])
+                stack.extend(c.get("contains", ()))
+            return {k: sorted(v) for k, v in out.items()}
+        compose = vs.get("compose") or {}
+        for inc in compose.get("include", ()):
+            system = inc.get("system")
+            if not system or inc.get("filter") or inc.get("valueSet"):
+                return None
+            if inc.get("concept"):
+                out.setdefault(system, set()).update(c["code"] for c in inc["concept"] if c.get("code"))
+                continue
+            cs = self._by_url("CodeSystem", system)
+            if cs is None:
+                return None
+            stack = list(cs.get("concept", ()))
+            while stack:
+                c = stack.pop()
+                if c.get("code"):
+                    out.setdefault(system, set()).add(c["code"])
+                stack.extend(c.get("concept", ()))
+        for exc in compose.get("exclude", ()):
+            for c in exc.get("concept", ()):
+                out.get(exc.get("system", ""), set()).discard(c.get("code"))
+        return {k: sorted(v) for k, v in out.items()}
 
     # ---------------------------------------------------------------- search
 

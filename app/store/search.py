@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, false, func, literal, not_, or_, select
@@ -49,9 +50,14 @@ def _like_escape(s: str) -> str:
     return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+Expander = Callable[[str], dict[str, list[str]] | None]
+
+
 class SqlBuilder:
-    def __init__(self, base_url: str | None = None) -> None:
+    def __init__(self, base_url: str | None = None, expand: Expander | None = None) -> None:
         self.base_url = base_url
+        # ValueSet URL -> {system: [codes]} for token :in / :not-in (None: unknown value set)
+        self.expand = expand
 
     # ---------------------------------------------------------------- entry points
 
@@ -84,7 +90,7 @@ class SqlBuilder:
             c.has_type is None
             and c.param is not None
             and c.param.code not in ("_id", "_lastUpdated")
-            and c.modifier not in ("not", "missing")
+            and c.modifier not in ("not", "missing", "not-in")
         )
 
     def select_pks(self, q: SearchQuery) -> Select[Any]:
@@ -142,6 +148,9 @@ class SqlBuilder:
             param = f"{p.code}$0" if p.type == "composite" else p.code
             has = r.pk.in_(select(table.res_pk).where(table.rtype == r.rtype, table.param == param))
             return not_(has) if c.values[0] == "true" else has
+        if p.type == "token" and c.modifier in ("in", "not-in"):
+            inside = r.pk.in_(self._value_set_subquery(rtype, p, c))
+            return not_(inside) if c.modifier == "not-in" else inside
         if p.type == "token" and c.modifier == "not":
             return not_(r.pk.in_(self._token_subquery(rtype, p, c.values, None, r)))
         if correlated:
@@ -211,6 +220,18 @@ class SqlBuilder:
             values = [v for v in values if "|" in v]
         conds += [self._token_cond(TokenIndex, v, modifier) for v in values]
         return self._simple(TokenIndex, rtype, code, conds, r)
+
+    def _value_set_subquery(self, rtype: str | None, p: ParamDef, c: Clause) -> Select[Any]:
+        conds: list[ColumnElement[bool]] = []
+        for raw in c.values:
+            url = unescape(raw).split("|", 1)[0]
+            codes = self.expand(url) if self.expand else None
+            if codes is None:
+                raise InvalidSearch(f"ValueSet '{url}' in '{c.name}' is not known to this server or cannot be expanded",
+                                    expression=c.name)
+            for system, listed in codes.items():
+                conds.append(and_(TokenIndex.system == system, TokenIndex.code.in_(listed)))
+        return self._simple(TokenIndex, rtype, p.code, conds or [false()], None)
 
     # string
     def _string_cond(self, raw: str, modifier: str | None) -> ColumnElement[bool]:
