@@ -98,7 +98,7 @@ def searchset(ctx: ix.Context, q: SearchQuery, path: str) -> dict[str, Any]:
 
 
 def history_bundle(ctx: ix.Context, rows: list[Stored], more: bool, path: str, used: list[tuple[str, str]],
-                   count: int, offset: int) -> dict[str, Any]:
+                   count: int, offset: int, page: str | None = None, newer: bool = False) -> dict[str, Any]:
     entries = []
     for s in rows:
         entry: dict[str, Any] = {"fullUrl": f"{ctx.base_url}/{s.rtype}/{s.rid}"}
@@ -110,14 +110,20 @@ def history_bundle(ctx: ix.Context, rows: list[Stored], more: bool, path: str, u
         status = "201 Created" if method == "POST" else ("204 No Content" if s.deleted else "200 OK")
         entry["response"] = {"status": status, "etag": f'W/"{s.version}"', "lastModified": ix.instant(s.lu)}
         entries.append(entry)
-    links = [{"relation": "self", "url": _link(ctx, path, used + ([("_offset", str(offset))] if offset else []))}]
-    if more:
-        links.append({"relation": "next", "url": _link(ctx, path, [*used, ("_offset", str(offset + count))])})
-    if offset:
-        prev = max(offset - count, 0)
-        links.append({"relation": "previous", "url": _link(ctx, path, used + ([("_offset", str(prev))] if prev else []))})
+    here = used + ([("_offset", str(offset))] if offset else []) + ([("_page", page)] if page else [])
+    links = [{"relation": "self", "url": _link(ctx, path, here)}, {"relation": "first", "url": _link(ctx, path, used)}]
+    if rows:
+        # Keyset cursors on (lastUpdated, version key): versions arriving at the top do not shift
+        # the pages a client is walking.
+        first, last = rows[0], rows[-1]
+        has_next = True if newer else more
+        has_prev = more if newer else (page is not None or offset > 0)
+        if has_prev:
+            links.append({"relation": "previous", "url": _link(ctx, path, [*used, ("_page", f"b{first.lu}.{first.vpk}")])})
+        if has_next:
+            links.append({"relation": "next", "url": _link(ctx, path, [*used, ("_page", f"a{last.lu}.{last.vpk}")])})
     out: dict[str, Any] = {"resourceType": "Bundle", "type": "history", "link": links, "entry": entries}
-    if not more and offset == 0:
+    if not more and offset == 0 and page is None:
         out["total"] = len(entries)
     return out
 

@@ -342,6 +342,8 @@ def history(ctx: Context, rtype: str | None, rid: str | None, params: list[tuple
     from .bundles import history_bundle
 
     since = at = None
+    cursor: tuple[int, int] | None = None
+    newer = False
     count, offset = 20, 0
     used: list[tuple[str, str]] = []
     for k, v in params:
@@ -358,6 +360,12 @@ def history(ctx: Context, rtype: str | None, rid: str | None, params: list[tuple
                 raise BadRequest("_offset must be a non-negative integer", expression="_offset")
             offset = int(v)
             continue
+        elif k == "_page":
+            lu, _, vpk = v[1:].partition(".")
+            if v[:1] not in ("a", "b") or not (lu.isdigit() and vpk.isdigit()):
+                raise BadRequest(f"_page '{v}' is not a cursor this server issued", expression="_page")
+            cursor, newer = (int(lu), int(vpk)), v[0] == "b"
+            continue
         elif k in ("_format", "_pretty"):
             continue
         else:
@@ -367,5 +375,6 @@ def history(ctx: Context, rtype: str | None, rid: str | None, params: list[tuple
         head = ctx.store.head(rtype, rid)
         if head is None:
             raise NotFound(f"{rtype}/{rid} is not known")
-    rows, more = ctx.store.history(rtype, rid, since=since, at=at, count=count, offset=offset)
-    return Result(200, resource=history_bundle(ctx, rows, more, path, used, count, offset))
+    rows, more = ctx.store.history(rtype, rid, since=since, at=at, count=count, offset=offset, cursor=cursor, newer=newer)
+    page = f"{'b' if newer else 'a'}{cursor[0]}.{cursor[1]}" if cursor else None
+    return Result(200, resource=history_bundle(ctx, rows, more, path, used, count, offset, page, newer))

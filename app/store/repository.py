@@ -19,6 +19,7 @@ from sqlalchemy import (
     false,
     func,
     insert,
+    or_,
     select,
     text,
     tuple_,
@@ -63,6 +64,7 @@ class Stored:
     deleted: bool
     body: bytes | None
     method: str = "PUT"
+    vpk: int = 0  # the version row's key (history paging)
 
 
 @dataclass(slots=True)
@@ -388,12 +390,21 @@ class ResourceStore:
     # ---------------------------------------------------------------- history
 
     def history(
-        self, rtype: str | None, rid: str | None, *, since: int | None, at: int | None, count: int, offset: int
+        self, rtype: str | None, rid: str | None, *, since: int | None, at: int | None, count: int, offset: int,
+        cursor: tuple[int, int] | None = None, newer: bool = False,
     ) -> tuple[list[Stored], bool]:
+        """Versions newest first; `cursor` (lastUpdated, version key) continues after a page's last
+        row, or with `newer` gives the page before a page's first row (more: there are newer still)."""
         stmt = select(
             Resource.pk, Resource.rtype, Resource.rid, ResourceVersion.version, ResourceVersion.lu,
-            ResourceVersion.deleted, ResourceVersion.body, ResourceVersion.method,
+            ResourceVersion.deleted, ResourceVersion.body, ResourceVersion.method, ResourceVersion.pk,
         ).join(Resource, Resource.pk == ResourceVersion.res_pk)
+        if cursor is not None and newer:
+            stmt = stmt.where(or_(ResourceVersion.lu > cursor[0],
+                                  and_(ResourceVersion.lu == cursor[0], ResourceVersion.pk > cursor[1])))
+        elif cursor is not None:
+            stmt = stmt.where(or_(ResourceVersion.lu < cursor[0],
+                                  and_(ResourceVersion.lu == cursor[0], ResourceVersion.pk < cursor[1])))
         if rtype is not None:
             stmt = stmt.where(ResourceVersion.rtype == rtype)
         if rid is not None:
@@ -403,10 +414,15 @@ class ResourceStore:
         if at is not None:
             later = select(func.max(ResourceVersion.version)).where(ResourceVersion.res_pk == Resource.pk, ResourceVersion.lu <= at)
             stmt = stmt.where(ResourceVersion.version == later.correlate(Resource).scalar_subquery())
-        stmt = stmt.order_by(ResourceVersion.lu.desc(), ResourceVersion.pk.desc()).limit(count + 1).offset(offset)
+        if newer:
+            stmt = stmt.order_by(ResourceVersion.lu.asc(), ResourceVersion.pk.asc()).limit(count + 1)
+        else:
+            stmt = stmt.order_by(ResourceVersion.lu.desc(), ResourceVersion.pk.desc()).limit(count + 1).offset(offset)
         rows = [
-            Stored(r[0], r[1], r[2], r[3], r[4], r[5], codec_decode(r[6]), r[7]) for r in self.session.execute(stmt)
+            Stored(r[0], r[1], r[2], r[3], r[4], r[5], codec_decode(r[6]), r[7], r[8]) for r in self.session.execute(stmt)
         ]
+        if newer:
+            return list(reversed(rows[:count])), len(rows) > count
         return rows[:count], len(rows) > count
 
     def history_count(self, rtype: str | None, rid: str | None, since: int | None) -> int:

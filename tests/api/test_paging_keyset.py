@@ -41,3 +41,28 @@ def test_a_forged_cursor_is_refused(fhir, uid):
     r = fhir.get("Patient", params={"family": f"x{uid}", "_page": "zz"})
     assert r.status_code == 400
     assert r.json()["issue"][0]["expression"] == ["_page"]
+
+
+def test_history_pages_do_not_shift_when_new_versions_arrive(fhir, uid):
+    p = create(fhir, patient(uid))
+    for year in range(1981, 1986):
+        body = dict(p, birthDate=f"{year}-01-01")
+        assert fhir.put(f"Patient/{p['id']}", json=body).status_code == 200
+    path = f"Patient/{p['id']}/_history"
+    first = fhir.get(path, params={"_count": "2"}).json()
+    versions = [e["resource"]["meta"]["versionId"] for e in first["entry"]]
+    assert versions == ["6", "5"]
+    for year in (1990, 1991):  # versions 7 and 8 arrive while the client pages
+        assert fhir.put(f"Patient/{p['id']}", json=dict(p, birthDate=f"{year}-01-01")).status_code == 200
+    seen = []
+    page = fhir.get(_link(first, "next")).json()
+    second = page
+    while True:
+        seen += [e["resource"]["meta"]["versionId"] for e in page["entry"]]
+        nxt = _link(page, "next")
+        if not nxt:
+            break
+        page = fhir.get(nxt).json()
+    assert seen == ["4", "3", "2", "1"]
+    back = fhir.get(_link(second, "previous")).json()
+    assert [e["resource"]["meta"]["versionId"] for e in back["entry"]] == ["6", "5"]
