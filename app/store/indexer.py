@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 import re
 import unicodedata
 from collections.abc import Callable
@@ -28,12 +27,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-import orjson
-
 from .fhirpath import CompiledPath, Eval, FhirPathError, Node, compile_path
+from .registry import profile_json
 from .rows import (
     DateRow,
     IndexResult,
@@ -44,11 +41,6 @@ from .rows import (
     TokenRow,
     UriRow,
 )
-
-# FHIRTWIN_PROFILES only exists so tests can point at a scratch copy of the definitions.
-PROFILES = Path(os.environ.get("FHIRTWIN_PROFILES") or Path(__file__).resolve().parents[2] / "fhir_profiles")
-SEARCH_PARAMETERS = PROFILES / "search_parameters.json"
-COMPARTMENT_PATIENT = PROFILES / "compartment_patient.json"
 
 NOT_INDEXED = frozenset({"_id", "_lastUpdated"})
 MAX_STRING = 512  # longer strings are indexed by their first MAX_STRING characters
@@ -512,11 +504,8 @@ def _implicit_systems(definitions: dict[str, Any]) -> dict[tuple[str, str], str]
     """(type, param) -> code system for token parameters on `code` elements bound to a value set
     drawn from one code system (Patient.gender -> administrative-gender), so that
     `gender=http://hl7.org/fhir/administrative-gender|male` matches as it does on other servers."""
-    try:
-        elements = orjson.loads((PROFILES / "elements.json").read_bytes())
-        valuesets = orjson.loads((PROFILES / "valuesets.json").read_bytes())
-    except FileNotFoundError:
-        return {}
+    elements = profile_json("elements.json")
+    valuesets = profile_json("valuesets.json")
     out: dict[tuple[str, str], str] = {}
     for rtype, table in definitions["params"].items():
         for code, p in table.items():
@@ -615,11 +604,9 @@ class Indexer:
         return res
 
 
-def load_indexer(
-    search_parameters: Path = SEARCH_PARAMETERS, compartment: Path = COMPARTMENT_PATIENT
-) -> Indexer:
-    """Build an Indexer from definition files (FileNotFoundError names a missing one)."""
-    return Indexer(orjson.loads(search_parameters.read_bytes()), orjson.loads(compartment.read_bytes()))
+def load_indexer() -> Indexer:
+    """Build an Indexer from the shipped definitions (FileNotFoundError names a missing one)."""
+    return Indexer(profile_json("search_parameters.json"), profile_json("compartment_patient.json"))
 
 
 INDEXER = load_indexer()

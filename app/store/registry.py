@@ -76,6 +76,12 @@ class Registry:
         return sorted(t for t in self._params if t != "Resource")
 
 
+@lru_cache(maxsize=16)
+def profile_json(name: str) -> Any:
+    """A definitions file of fhir_profiles/, parsed once per process for every user of it."""
+    return orjson.loads((PROFILES / name).read_bytes())
+
+
 @lru_cache(maxsize=1)
 def registry() -> Registry:
-    return Registry(orjson.loads((PROFILES / "search_parameters.json").read_bytes()))
+    return Registry(profile_json("search_parameters.json"))

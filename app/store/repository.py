@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -28,7 +27,7 @@ from sqlalchemy import (
 
 from .models import INDEX_TABLES, Compartment, ReferenceIndex, Resource, ResourceVersion, UriIndex
 from .query import Include, SearchQuery
-from .registry import PROFILES
+from .registry import profile_json
 from .rows import IndexResult
 from .search import SqlBuilder
 
@@ -86,12 +85,6 @@ def codec_decode(body: bytes | None) -> bytes | None:
 
 def codec_encode(body: bytes | None) -> bytes | None:
     return body
-
-
-@lru_cache(maxsize=1)
-def _shipped_value_sets() -> dict[str, Any]:
-    data: dict[str, Any] = orjson.loads((PROFILES / "valuesets.json").read_bytes())
-    return data
 
 
 def _current_select() -> Any:
@@ -278,7 +271,7 @@ class ResourceStore:
         fhir_profiles/. None when it is unknown or needs a terminology service (filters)."""
         vs = self._by_url("ValueSet", url)
         if vs is None:
-            shipped = _shipped_value_sets().get(url)
+            shipped = profile_json("valuesets.json").get(url)
             return {k: list(v) for k, v in shipped["codes"].items()} if isinstance(shipped, dict) else None
         out: dict[str, set[str]] = {}
         if vs.get("expansion", {}).get("contains"):

@@ -11,6 +11,7 @@ import pytest
 
 from app.store import indexer
 from app.store.fhirpath import FhirPathError, Node, compile_path, reference_type
+from app.store.registry import PROFILES
 
 SYNTHEA = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthea"
 BLAZE_PATIENT = SYNTHEA / "blaze-synthea-2.7" / "1363ed76-25b9-dc4f-6de7-6ee133d82db3.json"
@@ -38,7 +39,7 @@ def _values(expr: str, resource: dict[str, Any]) -> list[Any]:
 
 
 def _definitions() -> dict[str, dict[str, Any]]:
-    params: dict[str, dict[str, Any]] = orjson.loads(indexer.SEARCH_PARAMETERS.read_bytes())["params"]
+    params: dict[str, dict[str, Any]] = orjson.loads((PROFILES / "search_parameters.json").read_bytes())["params"]
     return params
 
 
