@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 
 def _serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
@@ -68,48 +70,99 @@ def _bundle_files(paths: list[str]) -> list[Path]:
     return out
 
 
+_CLIENT: Any = None
+
+
+def _worker_init() -> None:
+    global _CLIENT
+    from app import create_app
+
+    _CLIENT = create_app().test_client()
+
+
+def _post_file(f: Path, client: Any = None) -> tuple[str, int, str | None, float, int]:
+    """POST one Bundle file: (path, entries answered, error or None, seconds, HTTP status)."""
+    client = client or _CLIENT
+    t0 = time.perf_counter()
+    try:
+        data = f.read_bytes()
+    except OSError as e:
+        return str(f), 0, f"cannot read: {e}", 0.0, 0
+    resp = client.post("/fhir", data=data, headers={"Content-Type": "application/fhir+json", "Prefer": "return=minimal"})
+    body = resp.get_json(silent=True) or {}
+    seconds = time.perf_counter() - t0
+    if resp.status_code != 200:
+        diag = "; ".join(i.get("diagnostics", "") for i in body.get("issue", []))[:2000]
+        return str(f), 0, f"HTTP {resp.status_code}: {diag}", seconds, resp.status_code
+    entries = body.get("entry", [])
+    bad = [e for e in entries if not str(e.get("response", {}).get("status", "")).startswith(("200", "201", "204"))]
+    err = f"{len(bad)} batch entries failed: {bad[0].get('response')}" if bad else None
+    return str(f), len(entries), err, seconds, 200
+
+
+def _is_transaction(f: Path) -> bool:
+    try:
+        return bool(orjson.loads(f.read_bytes()).get("type") == "transaction")
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        return False
+
+
 def _load(args: argparse.Namespace) -> int:
-    """Loads each Bundle through POST /fhir, the same path a client takes."""
+    """Loads each Bundle through POST /fhir, the same path a client takes.
+
+    With --jobs N, batch Bundles (shared Organizations, Practitioners: what the others refer to)
+    go first, one by one, then transaction Bundles in N processes. A transaction that fails there
+    with 404/409/412 (it may refer to what another Bundle creates) is atomic, so it is retried
+    alone after the rest."""
     from app import create_app
 
     _init_db(quiet=True)
-    app = create_app()
-    client = app.test_client()
     files = _bundle_files(args.paths)
     if not files:
         print("no bundle files found", file=sys.stderr)
         return 2
-    failed = 0
+    client = create_app().test_client()
+    jobs = max(1, args.jobs)
+    if jobs > 1:
+        parallel = [f for f in files if _is_transaction(f)]
+        first = [f for f in files if f not in set(parallel)]
+    else:
+        first, parallel = files, []
+    failed: list[tuple[str, str]] = []
     total = 0
+    done = 0
     start = time.perf_counter()
-    for n, f in enumerate(files, 1):
-        t0 = time.perf_counter()
-        try:
-            data = f.read_bytes()
-        except OSError as e:
-            print(f"\n{f}: cannot read: {e}", file=sys.stderr)
-            failed += 1
-            continue
-        resp = client.post("/fhir", data=data, headers={"Content-Type": "application/fhir+json", "Prefer": "return=minimal"})
-        body = resp.get_json(silent=True) or {}
-        if resp.status_code != 200:
-            failed += 1
-            diag = "; ".join(i.get("diagnostics", "") for i in body.get("issue", []))[:2000]
-            print(f"\n{f}: HTTP {resp.status_code}: {diag}", file=sys.stderr)
-            continue
-        entries = body.get("entry", [])
-        bad = [e for e in entries if not str(e.get("response", {}).get("status", "")).startswith(("200", "201", "204"))]
-        if bad:
-            failed += 1
-            print(f"\n{f}: {len(bad)} batch entries failed: {bad[0].get('response')}", file=sys.stderr)
-        total += len(entries)
-        done = int(30 * n / len(files))
-        rate = len(entries) / max(time.perf_counter() - t0, 1e-9)
-        print(f"\r[{'#' * done}{'.' * (30 - done)}] {n}/{len(files)} {f.name[:40]:40s} {rate:7.0f} res/s",
+
+    def report(res: tuple[str, int, str | None, float, int]) -> None:
+        nonlocal total, done
+        name, n, err, seconds, _ = res
+        done += 1
+        total += n
+        if err:
+            failed.append((name, err))
+            print(f"\n{name}: {err}", file=sys.stderr)
+        bar = int(30 * done / len(files))
+        rate = n / max(seconds, 1e-9)
+        print(f"\r[{'#' * bar}{'.' * (30 - bar)}] {done}/{len(files)} {Path(name).name[:40]:40s} {rate:7.0f} res/s",
               end="", file=sys.stderr, flush=True)
+
+    for f in first:
+        report(_post_file(f, client))
+    retry: list[Path] = []
+    if parallel:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(jobs, initializer=_worker_init) as pool:
+            for res in pool.imap_unordered(_post_file, parallel):
+                if res[2] and res[4] in (404, 409, 412):
+                    retry.append(Path(res[0]))
+                    continue
+                report(res)
+    for f in retry:
+        report(_post_file(f, client))
     elapsed = time.perf_counter() - start
     print(file=sys.stderr)
-    print(f"loaded {total} resources from {len(files) - failed}/{len(files)} files in {elapsed:.1f} s "
+    print(f"loaded {total} resources from {len(files) - len(failed)}/{len(files)} files in {elapsed:.1f} s "
           f"({total / max(elapsed, 1e-9):.0f} resources/s)")
     return 1 if failed else 0
 
@@ -127,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("action", choices=["init"])
     ld = sub.add_parser("load", help="load Bundle files or folders of them")
     ld.add_argument("paths", nargs="+")
+    ld.add_argument("--jobs", "-j", type=int, default=1,
+                    help="load transaction Bundles in this many processes (after the batch Bundles)")
     args = parser.parse_args(argv)
     if args.cmd == "serve":
         return _serve(args)

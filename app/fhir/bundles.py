@@ -405,6 +405,16 @@ def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
             full_urls[e.full_url] = i
         entries.append(e)
 
+    # Validate first, before the first statement opens the transaction: validation is pure and the
+    # costliest step, so on SQLite it runs outside the write lock and concurrent loads overlap.
+    # Rewriting references later changes only reference strings, which validation accepts either way.
+    for e in entries:
+        if e.method in ("POST", "PUT"):
+            try:
+                ix.check_body(e.rtype or "", e.resource, e.rid if e.method == "PUT" else None)
+            except FhirError as err:
+                raise _entry_error(err, e) from None
+
     idmap: dict[str, str] = {}
     targets: dict[str, int] = {}
 
@@ -490,17 +500,11 @@ def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
             raise err_cls(f"Conditional reference '{ref}' matches {len(matches)} resources; exactly one is required")
         idmap[ref] = f"{rtype}/{matches[0][1]}"
 
-    # Rewrite and validate every resource before anything is written.
+    # Rewrite every resource (validated above) before anything is written.
     to_write = [e for e in entries if e.method in ("POST", "PUT") and not e.skip_create]
     if idmap:
         for e in to_write:
             _rewrite(spots.get(e.index, []), idmap)
-    for e in to_write:
-        try:
-            url_id = e.rid if e.method == "PUT" and not e.extra.get("conditional") else None
-            ix.check_body(e.rtype or "", e.resource, url_id)
-        except FhirError as err:
-            raise _entry_error(err, e) from None
 
     # Execute in the R4 order: DELETE, POST, PUT/PATCH, GET.
     results: dict[int, ix.Result] = {}

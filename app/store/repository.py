@@ -105,7 +105,7 @@ def _index_cols() -> None:
 
     for kind, cls in (("token", r.TokenRow), ("string", r.StringRow), ("date", r.DateRow), ("number", r.NumberRow),
                       ("quantity", r.QuantityRow), ("reference", r.ReferenceRow), ("uri", r.UriRow)):
-        _INDEX_COLS[kind] = ("res_pk", "rtype", *cls.__slots__)
+        _INDEX_COLS[kind] = ("res_pk", "rtype", *cls._fields)
 
 
 _index_cols()
@@ -225,8 +225,8 @@ class ResourceStore:
             rt = w.rtype
             for kind, attr in _ROW_LISTS:
                 target = per_table[kind]
-                # Row dataclasses are slotted: astuple-by-slots is the cheapest way to a DB row.
-                target.extend((pk, rt, *[getattr(row, f) for f in row.__slots__]) for row in getattr(w.index, attr))
+                # Rows are named tuples in column order: splatting is the whole conversion.
+                target.extend([(pk, rt, *row) for row in getattr(w.index, attr)])
             comp_rows.extend((pk, p) for p in w.index.compartments)
         for kind, table_rows in per_table.items():
             if table_rows:

@@ -8,10 +8,10 @@ came from the same matched element, so a composite search joins components on (r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(slots=True, frozen=True)
-class TokenRow:
+class TokenRow(NamedTuple):
     param: str
     system: str | None  # None: the value had no system
     code: str | None  # None: e.g. a CodeableConcept with text only
@@ -19,24 +19,21 @@ class TokenRow:
     grp: int | None = None
 
 
-@dataclass(slots=True, frozen=True)
-class StringRow:
+class StringRow(NamedTuple):
     param: str
     norm: str  # case-folded, accents stripped, whitespace collapsed (default and :contains)
     exact: str  # as written (:exact)
     grp: int | None = None
 
 
-@dataclass(slots=True, frozen=True)
-class DateRow:
+class DateRow(NamedTuple):
     param: str
     low: float  # epoch seconds UTC, inclusive start of the value's implicit range
     high: float  # epoch seconds UTC, exclusive end (open end of a Period: +inf)
     grp: int | None = None
 
 
-@dataclass(slots=True, frozen=True)
-class NumberRow:
+class NumberRow(NamedTuple):
     param: str
     value: float
     low: float  # implicit range from the written precision
@@ -44,8 +41,7 @@ class NumberRow:
     grp: int | None = None
 
 
-@dataclass(slots=True, frozen=True)
-class QuantityRow:
+class QuantityRow(NamedTuple):
     param: str
     value: float
     low: float
@@ -57,8 +53,7 @@ class QuantityRow:
     grp: int | None = None
 
 
-@dataclass(slots=True, frozen=True)
-class ReferenceRow:
+class ReferenceRow(NamedTuple):
     param: str
     target_type: str | None  # "Patient" for "Patient/123"; None for urn:/unparseable
     target_id: str | None
@@ -66,8 +61,7 @@ class ReferenceRow:
     grp: int | None = None
 
 
-@dataclass(slots=True, frozen=True)
-class UriRow:
+class UriRow(NamedTuple):
     param: str
     value: str
     grp: int | None = None

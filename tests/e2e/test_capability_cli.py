@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import sqlalchemy as sa
 from conftest import ROOT, database_url, synthea_files
 
 pytestmark = pytest.mark.e2e
@@ -62,3 +63,24 @@ def test_cli_db_init_and_load(tmp_path: Path) -> None:
     r = _cli(env, "load", str(bad))
     assert r.returncode == 1
     assert "bad.json" in r.stderr and "Bundle.entry[0]" in r.stderr
+
+
+def test_cli_parallel_load_matches_the_files(tmp_path: Path) -> None:
+    """--jobs 2: batch Bundles first, transactions in two processes; every resource arrives once."""
+    env = dict(os.environ, FHIRTWIN_INSTANCE=str(tmp_path), DATABASE_URL=database_url(tmp_path, "clij"))
+    assert _cli(env, "db", "init").returncode == 0
+    blaze = [f for f in synthea_files() if f.parent.name == "blaze-synthea-2.7"]
+    patients = [f for f in blaze if not f.name.startswith("0-")][:4]
+    # Patient bundles listed first: the loader must still run the batch Bundles they refer to first.
+    chosen = patients + [f for f in blaze if f.name.startswith("0-")]
+    r = _cli(env, "load", "--jobs", "2", *map(str, chosen))
+    assert r.returncode == 0, r.stderr
+    expected = sum(len(json.loads(f.read_text())["entry"]) for f in chosen)
+    assert f"loaded {expected} resources from {len(chosen)}/{len(chosen)} files" in r.stdout
+    want_obs = sum(1 for f in patients for e in json.loads(f.read_text())["entry"]
+                   if e["resource"]["resourceType"] == "Observation")
+    eng = sa.create_engine(env["DATABASE_URL"])
+    with eng.connect() as c:
+        got = c.execute(sa.text("SELECT count(*) FROM resource WHERE rtype = 'Observation' AND NOT deleted")).scalar()
+    eng.dispose()
+    assert got == want_obs
