@@ -45,8 +45,9 @@ def _drop_schemas() -> None:
     import sqlalchemy as sa
 
     eng = sa.create_engine(PG_URL)
-    with eng.begin() as c:
-        for schema in _SCHEMAS:
+    # One transaction per schema: dropping them all at once can exhaust PostgreSQL's lock table.
+    for schema in _SCHEMAS:
+        with eng.begin() as c:
             c.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
     eng.dispose()
 
