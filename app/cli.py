@@ -124,8 +124,9 @@ def _load(args: argparse.Namespace) -> int:
     client = create_app().test_client()
     jobs = max(1, args.jobs)
     if jobs > 1:
-        parallel = [f for f in files if _is_transaction(f)]
-        first = [f for f in files if f not in set(parallel)]
+        is_tx = [_is_transaction(f) for f in files]
+        parallel = [f for f, tx in zip(files, is_tx, strict=True) if tx]
+        first = [f for f, tx in zip(files, is_tx, strict=True) if not tx]
     else:
         first, parallel = files, []
     failed: list[tuple[str, str]] = []

@@ -39,7 +39,7 @@ def floor(files: list[Path]) -> tuple[int, float]:
     return n, time.perf_counter() - t
 
 
-def ingest(files: list[Path], db: str) -> tuple[int, float]:
+def ingest(files: list[Path]) -> tuple[int, float]:
     tmp = Path(tempfile.mkdtemp())
     app = make_app(tmp, f"bench{time.monotonic_ns()}")
     client = app.test_client()
@@ -70,7 +70,7 @@ def main() -> None:
     for _ in range(args.repeat):
         n, tf = floor(files)
         floors.append(tf)
-        total, ti = ingest(files, args.db)
+        total, ti = ingest(files)
         runs.append(ti)
     tf, ti = statistics.median(floors), statistics.median(runs)
     print(f"floor (orjson + fhir.resources R4B model_validate): {n} resources, median {tf:.2f} s = {n / tf:.0f} res/s "

@@ -433,11 +433,6 @@ def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
     for e in sorted(entries, key=lambda x: _ORDER[x.method]):
         try:
             assert e.rtype is not None or e.method in ("GET", "HEAD")
-            if e.method in ("POST", "PUT") and e.resource.get("resourceType") != e.rtype:
-                raise InvalidResource(
-                    f"resourceType '{e.resource.get('resourceType')}' does not match request.url '{e.url}'",
-                    expression="resourceType",
-                )
             if e.method == "POST":
                 ine = e.request.get("ifNoneExist")
                 if ine:
