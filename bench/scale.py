@@ -7,7 +7,9 @@ fresh id) until the store holds about --resources resources, and measure the pat
 
 Loading goes through POST /fhir in process (the same code path as HTTP); latencies are measured
 in process too (Flask test client, 200 random patients per checkpoint), so they exclude the
-HTTP server's own cost (see bench/rest.py for that).
+HTTP server's own cost. To measure the search over HTTP on the database a run left:
+
+    .venv/bin/python bench/scale.py --existing /tmp/.../scale.sqlite --http 10
 """
 
 from __future__ import annotations
@@ -65,7 +67,51 @@ def measure(client: Any, patient_ids: list[str], n: int = 200) -> tuple[float, f
     return statistics.median(search) * 1e3, search[int(len(search) * 0.95) - 1] * 1e3, statistics.median(read) * 1e3
 
 
-def measure_existing(path: Path) -> None:
+HTTP_LUA = """
+local ids = {%s}
+local n = 0
+request = function()
+  n = n + 1
+  local pid = ids[(n %% #ids) + 1]
+  return wrk.format("GET", "/fhir/Observation?patient=" .. pid .. "&code=http://loinc.org%%7C4548-4")
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %%f %%f %%f %%d %%d\\n", summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(95) / 1000, summary.errors.status, summary.requests))
+end
+"""
+
+
+def measure_http(path: Path, patients: list[str], seconds: int) -> None:
+    """The patient search over HTTP: gunicorn (one sync worker) on core 0, wrk on core 1, each
+    request for another of 500 random patients."""
+    import shutil
+    import subprocess
+
+    from conftest import Server
+    from rest import wrk
+
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    srv = Server(path.parent, "scale_http", workers=1, extra_env={"DATABASE_URL": f"sqlite:///{path}"})
+    try:
+        for pid in [srv.proc.pid, *map(int, subprocess.run(["pgrep", "-P", str(srv.proc.pid)], capture_output=True,
+                                                            text=True).stdout.split())]:
+            subprocess.run(["taskset", "-acp", "0", str(pid)], check=True, capture_output=True)
+        script = path.parent / "scale.lua"
+        sample = random.sample(patients, min(500, len(patients)))
+        script.write_text(HTTP_LUA % ", ".join(f'"{p}"' for p in sample))
+        url = srv.base.removesuffix("/fhir")
+        wrk(url, 1, 3, script)  # warm the page cache and the worker
+        rps16, _, _, err16 = wrk(url, 16, seconds, script)
+        _, p50, p95, err1 = wrk(url, 1, seconds, script)
+        print(f"HTTP Observation?patient&code (500 random patients): {rps16:.0f} req/s (c=16), "
+              f"p50 {p50:.2f} ms, p95 {p95:.2f} ms (c=1), errors {err16 + err1}")
+    finally:
+        srv.stop()
+
+
+def measure_existing(path: Path, http_seconds: int = 0) -> None:
     from app import create_app
     from config.settings import TestConfig
 
@@ -83,6 +129,9 @@ def measure_existing(path: Path) -> None:
     measure(client, patients, 50)  # warm the page cache
     p50, p95, rp50 = measure(client, patients)
     print(f"{len(patients):9d} {total:10d} {'-':>10} {p50:9.2f}ms {p95:5.2f}ms {rp50:7.2f}ms")
+    if http_seconds:
+        app.extensions["fhirtwin"].db.engine.dispose()
+        measure_http(path, patients, http_seconds)
 
 
 def main() -> None:
@@ -93,10 +142,12 @@ def main() -> None:
     ap.add_argument("--db", default="")
     ap.add_argument("--max-seconds", type=float, default=3600)
     ap.add_argument("--existing", default="", help="measure only, on a SQLite file an earlier run left")
+    ap.add_argument("--http", type=int, default=0, metavar="SECONDS",
+                    help="with --existing: also measure the search over HTTP (gunicorn + wrk) for this long")
     args = ap.parse_args()
     random.seed(7)
     if args.existing:
-        measure_existing(Path(args.existing))
+        measure_existing(Path(args.existing), args.http)
         return
     tmp = Path(tempfile.mkdtemp())
     if args.db:

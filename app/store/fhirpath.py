@@ -939,14 +939,58 @@ def _compile(node: Ast, ctx: str | None) -> Eval:
     raise FhirPathError(f"unsupported expression {type(node).__name__}")
 
 
+# Functions whose results all come from their input collection: empty in, empty out.
+_NAVIGATION_CALLS = frozenset({"where", "resolve", "ofType", "as", "first", "last", "tail", "skip", "take",
+                               "single", "distinct", "select", "extension"})
+
+
+def roots(node: Ast, ctx: str | None) -> frozenset[str] | None:
+    """The top-level element names of a `ctx` resource that every result of `node` comes from:
+    on a resource that has none of them the expression yields nothing, so it need not run.
+    None when that is not known (the resource itself, variables, constants, booleans)."""
+    if ctx is None:
+        return None
+    if isinstance(node, Member):
+        if isinstance(node.base, TypeRoot):
+            return frozenset((node.name,)) if node.base.name in (ctx, "Resource", "DomainResource") else frozenset()
+        return roots(node.base, ctx) if node.base is not None else None
+    if isinstance(node, TypeRoot):
+        return None if node.name in (ctx, "Resource", "DomainResource") else frozenset()
+    if isinstance(node, Call):
+        if node.name not in _NAVIGATION_CALLS or node.base is None:
+            return None
+        if node.name == "extension" and isinstance(node.base, TypeRoot):
+            return frozenset(("extension",)) if node.base.name in (ctx, "Resource", "DomainResource") else frozenset()
+        return roots(node.base, ctx)
+    if isinstance(node, TypeOp):
+        return roots(node.operand, ctx) if node.op == "as" else None
+    if isinstance(node, Index):
+        return roots(node.base, ctx)
+    if isinstance(node, Binary) and node.op == "|":
+        left, right = roots(node.left, ctx), roots(node.right, ctx)
+        return None if left is None or right is None else left | right
+    return None
+
+
+@lru_cache(maxsize=8192)
+def element_name(key: str) -> str:
+    """The choice element a JSON property may belong to: `effective` for `effectiveDateTime`;
+    the key itself when it is no choice name followed by a type (callers keep the key too)."""
+    for i in range(1, len(key)):
+        if key[i].isupper() and key[:i] in CHOICE_NAMES:
+            return key[:i]
+    return key
+
+
 class CompiledPath:
     """A compiled expression; call it with a resource (or any element) to get its nodes."""
 
-    __slots__ = ("expression", "fn")
+    __slots__ = ("expression", "fn", "roots")
 
-    def __init__(self, expression: str, fn: Eval) -> None:
+    def __init__(self, expression: str, fn: Eval, root_names: frozenset[str] | None = None) -> None:
         self.expression = expression
         self.fn = fn  # the raw closure: fn(focus nodes, root resource)
+        self.roots = root_names  # see roots(); None: always evaluate
 
     def __call__(self, resource: dict[str, Any], root: Any = None) -> list[Node]:
         focus = [Node(resource, resource.get("resourceType"))]
@@ -972,4 +1016,4 @@ def compile_path(expr: str, context_type: str | None = None) -> CompiledPath:
         fn = _compile(tree, context_type)
     except FhirPathError as exc:
         raise FhirPathError(f"cannot compile FHIRPath {expr!r}: {exc}") from None
-    return CompiledPath(expr, fn)
+    return CompiledPath(expr, fn, roots(tree, context_type))

@@ -29,7 +29,7 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
-from .fhirpath import CompiledPath, Eval, FhirPathError, Node, compile_path
+from .fhirpath import CompiledPath, Eval, FhirPathError, Node, compile_path, element_name
 from .registry import profile_json
 from .rows import (
     DateRow,
@@ -461,6 +461,7 @@ class ParamPlan:
     fn: Eval
     emit: Emitter | None  # None: composite
     components: tuple[ComponentPlan, ...]
+    roots: frozenset[str] | None = None  # top-level elements it reads (None: unknown, always run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,7 +484,8 @@ def _param_plan(rtype: str, code: str, p: dict[str, Any]) -> ParamPlan | None:
     if not expr or ptype == "special" or code in NOT_INDEXED:
         return None
     where = f"{rtype}.{code}"
-    fn = _compile(expr, where, rtype).fn
+    compiled = _compile(expr, where, rtype)
+    fn, root_names = compiled.fn, compiled.roots
     if ptype == "composite":
         comps = []
         for i, c in enumerate(p.get("components", ())):
@@ -493,11 +495,11 @@ def _param_plan(rtype: str, code: str, p: dict[str, Any]) -> ParamPlan | None:
             comps.append(ComponentPlan(f"{code}${i}", emit, _compile(c["expression"], where, None).fn))
         if not comps:
             raise FhirPathError(f"search parameter {where}: composite without components")
-        return ParamPlan(code, ptype, expr, fn, None, tuple(comps))
+        return ParamPlan(code, ptype, expr, fn, None, tuple(comps), root_names)
     emit = EMITTERS.get(str(ptype))
     if emit is None:
         raise FhirPathError(f"search parameter {where}: type {ptype!r} not indexable")
-    return ParamPlan(code, str(ptype), expr, fn, emit, ())
+    return ParamPlan(code, str(ptype), expr, fn, emit, (), root_names)
 
 
 def _implicit_systems(definitions: dict[str, Any]) -> dict[tuple[str, str], str]:
@@ -532,7 +534,8 @@ def _implicit_systems(definitions: dict[str, Any]) -> dict[tuple[str, str], str]
 class Indexer:
     """Compiled plans for every resource type of a search parameter definition set."""
 
-    def __init__(self, definitions: dict[str, Any], compartment: dict[str, list[str]]) -> None:
+    def __init__(self, definitions: dict[str, Any], compartment: dict[str, list[str]], *, prefilter: bool = True) -> None:
+        self.prefilter = prefilter  # skip parameters whose root elements are absent (off: evaluate all)
         self.implicit = _implicit_systems(definitions)
         params: dict[str, dict[str, Any]] = definitions["params"]
         self.compiled = 0  # expressions compiled (components counted separately)
@@ -563,7 +566,15 @@ class Indexer:
         res = IndexResult()
         focus = [Node(resource, rtype)]
         grp = 0
+        # Most parameters of a type read elements a given resource does not have: skip those
+        # without evaluating them.
+        present: set[str] | None = None
+        if self.prefilter:
+            present = set(resource)
+            present.update(map(element_name, resource))
         for p in tp.params:
+            if present is not None and p.roots is not None and p.roots.isdisjoint(present):
+                continue
             nodes = p.fn(focus, resource)
             if not nodes:
                 continue

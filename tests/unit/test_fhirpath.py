@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from app.store import indexer
+from app.store import fhirpath, indexer
 from app.store.fhirpath import FhirPathError, Node, compile_path, reference_type
 from app.store.registry import PROFILES
 
@@ -241,3 +241,28 @@ def test_context_type_settles_the_leading_type() -> None:
         obs
     )
     assert compile_path("Patient.name")(obs) == []
+
+
+@pytest.mark.parametrize(("expr", "ctx", "expected"), [
+    ("Observation.code", "Observation", {"code"}),
+    ("Observation.code", "Condition", set()),
+    ("Resource.meta.lastUpdated", "Patient", {"meta"}),
+    ("(Observation.value as Quantity) | (Observation.component.value as Quantity)", "Observation", {"value", "component"}),
+    ("Observation.subject.where(resolve() is Patient)", "Observation", {"subject"}),
+    ("Patient.extension('http://x').value", "Patient", {"extension"}),
+    ("AllergyIntolerance.patient | CarePlan.subject", "CarePlan", {"subject"}),
+    ("Patient.deceased.exists() and Patient.deceased != false", "Patient", None),
+    ("Patient.name.exists()", "Patient", None),
+    ("Patient", "Patient", None),
+    ("Observation.code", None, None),
+])
+def test_roots_name_the_elements_an_expression_reads(expr: str, ctx: str | None, expected: set[str] | None) -> None:
+    got = fhirpath.roots(fhirpath.parse(expr), ctx)
+    assert got == (None if expected is None else frozenset(expected))
+
+
+def test_element_name_maps_choice_properties() -> None:
+    assert fhirpath.element_name("effectiveDateTime") == "effective"
+    assert fhirpath.element_name("valueQuantity") == "value"
+    assert fhirpath.element_name("status") == "status"
+    assert fhirpath.element_name("_birthDate") == "_birthDate"

@@ -361,3 +361,24 @@ def test_long_strings_are_truncated() -> None:
     res = index_resource({"resourceType": "Patient", "name": [{"family": "x" * 2000}]})
     fam = next(s for s in res.strings if s.param == "family")
     assert len(fam.norm) == indexer.MAX_STRING and len(fam.exact) == indexer.MAX_STRING
+
+
+def test_skipping_absent_elements_changes_no_row() -> None:
+    """The indexer skips parameters whose root elements a resource lacks; evaluating every
+    parameter instead must give the same rows, on every resource of every shared bundle."""
+    from app.store.registry import profile_json
+
+    args = (profile_json("search_parameters.json"), profile_json("compartment_patient.json"))
+    fast, full = indexer.Indexer(*args), indexer.Indexer(*args, prefilter=False)
+    n = 0
+    for path in _files():
+        for r in _bundle(path):
+            assert fast.index(r) == full.index(r), (r["resourceType"], r.get("id"))
+            n += 1
+    assert n > 10_000
+    # Choice elements, primitives' extensions and keys whose prefix is a choice name.
+    odd = {"resourceType": "Observation", "id": "x", "status": "final", "code": {"text": "t"},
+           "effectivePeriod": {"start": "2020-01-01"}, "valueCodeableConcept": {"coding": [{"code": "a"}]},
+           "_issued": {"extension": [{"url": "http://e", "valueString": "s"}]}}
+    assert fast.index(odd) == full.index(odd)
+    assert {t.param for t in fast.index(odd).tokens} >= {"value-concept", "status", "combo-value-concept"}
