@@ -23,6 +23,7 @@ run: install
 	@if [ -n "$(DEMO)" ] && [ ! -f "$(FHIRTWIN_INSTANCE)/.demo-loaded" ]; then \
 		$(BIN)/fhirtwin load "$(DEMO)/blaze-synthea-2.7" "$(DEMO)/smart-generated-sample-data-r4" && \
 		touch "$(FHIRTWIN_INSTANCE)/.demo-loaded"; fi
+	$(BIN)/fhirtwin demo --host $(HOST) --port $(PORT)
 	$(BIN)/fhirtwin serve --host $(HOST) --port $(PORT)
 
 lint: install

@@ -15,7 +15,7 @@ import orjson
 def _serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
-    from app import create_app
+    from app import create_app, tune_gc
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -33,7 +33,9 @@ def _serve(args: argparse.Namespace) -> int:
                 self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
-            return create_app()
+            app = create_app()
+            tune_gc()
+            return app
 
     _init_db(quiet=True)
     print(f"fhirtwin serving http://{args.host}:{args.port}/fhir", file=sys.stderr, flush=True)
@@ -71,13 +73,17 @@ def _bundle_files(paths: list[str]) -> list[Path]:
 
 
 _CLIENT: Any = None
+_HEADERS: dict[str, str] = {}
+_LOCAL_BASE = "http://localhost/fhir"  # the base URL the in-process client's requests see
 
 
-def _worker_init() -> None:
+def _worker_init(token: str) -> None:
     global _CLIENT
-    from app import create_app
+    from app import create_app, tune_gc
 
     _CLIENT = create_app().test_client()
+    _HEADERS["Authorization"] = f"Bearer {token}"
+    tune_gc()
 
 
 def _post_file(f: Path, client: Any = None) -> tuple[str, int, str | None, float, int]:
@@ -88,7 +94,8 @@ def _post_file(f: Path, client: Any = None) -> tuple[str, int, str | None, float
         data = f.read_bytes()
     except OSError as e:
         return str(f), 0, f"cannot read: {e}", 0.0, 0
-    resp = client.post("/fhir", data=data, headers={"Content-Type": "application/fhir+json", "Prefer": "return=minimal"})
+    resp = client.post("/fhir", data=data, headers={"Content-Type": "application/fhir+json", "Prefer": "return=minimal",
+                                                    **_HEADERS})
     body = resp.get_json(silent=True) or {}
     seconds = time.perf_counter() - t0
     if resp.status_code != 200:
@@ -114,14 +121,21 @@ def _load(args: argparse.Namespace) -> int:
     go first, one by one, then transaction Bundles in N processes. A transaction that fails there
     with 404/409/412 (it may refer to what another Bundle creates) is atomic, so it is retried
     alone after the rest."""
-    from app import create_app
+    from app import create_app, tune_gc
+    from app.auth import internal_token
 
     _init_db(quiet=True)
     files = _bundle_files(args.paths)
     if not files:
         print("no bundle files found", file=sys.stderr)
         return 2
-    client = create_app().test_client()
+    app = create_app()
+    client = app.test_client()
+    # The loader is a local administrator (it can read the keys and the database): it mints
+    # its own token and goes through the same authorization as any client.
+    token = internal_token(app, _LOCAL_BASE, scope="system/*.cruds", lifetime_s=86_400)
+    _HEADERS["Authorization"] = f"Bearer {token}"
+    tune_gc()
     jobs = max(1, args.jobs)
     if jobs > 1:
         is_tx = [_is_transaction(f) for f in files]
@@ -153,7 +167,7 @@ def _load(args: argparse.Namespace) -> int:
     if parallel:
         import multiprocessing as mp
 
-        with mp.get_context("spawn").Pool(jobs, initializer=_worker_init) as pool:
+        with mp.get_context("spawn").Pool(jobs, initializer=_worker_init, initargs=(token,)) as pool:
             for res in pool.imap_unordered(_post_file, parallel):
                 if res[2] and res[4] in (404, 409, 412):
                     retry.append(Path(res[0]))
@@ -166,6 +180,84 @@ def _load(args: argparse.Namespace) -> int:
     print(f"loaded {total} resources from {len(files) - len(failed)}/{len(files)} files in {elapsed:.1f} s "
           f"({total / max(elapsed, 1e-9):.0f} resources/s)")
     return 1 if failed else 0
+
+
+def _clients(args: argparse.Namespace) -> int:
+    from app import create_app
+    from app.auth.clients import register_client
+
+    _init_db(quiet=True)
+    app = create_app()
+    if args.action == "list":
+        from app.store.auth_store import AuthStore
+
+        with app.extensions["fhirtwin"].db.session() as conn:
+            for c in AuthStore(conn).clients():
+                print(f"{c.client_id}\t{c.kind}\t{c.auth_method}\t{c.scope}")
+        return 0
+    jwks = Path(args.jwks).read_text() if args.jwks else None
+    try:
+        c = register_client(app, client_id=args.id, kind=args.kind, name=args.name or args.id, scope=args.scope,
+                            jwks=jwks, jwks_uri=args.jwks_uri)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"registered {c.kind} client {c.client_id} (scope ceiling: {c.scope})")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from app import create_app
+
+    app = create_app()
+    kid = app.extensions["fhirtwin_auth"].keys.rotate()
+    print(f"new signing key {kid}; the JWKS keeps the previous keys so issued tokens stay valid")
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from app import create_app
+    from app.auth import internal_token
+
+    _init_db(quiet=True)
+    app = create_app()
+    base = args.base or f"http://127.0.0.1:{args.port}/fhir"
+    print(internal_token(app, base, scope=args.scope, lifetime_s=int(args.hours * 3600), client_id="fhirtwin-admin"))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Demo credentials for `make run`: a backend client with a key pair in the instance folder,
+    and an administrator token with a ready-to-paste request."""
+    from joserfc.jwk import RSAKey
+
+    from app import create_app
+    from app.auth import internal_token
+    from app.auth.clients import register_client
+    from config.settings import from_env
+
+    _init_db(quiet=True)
+    app = create_app()
+    folder = from_env().INSTANCE_DIR / "demo"
+    folder.mkdir(parents=True, exist_ok=True)
+    key_file = folder / "backend-private-jwk.json"
+    if not key_file.exists():
+        key = RSAKey.generate_key(2048, parameters={"kid": "demo-backend"}, private=True)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(orjson.dumps(key.as_dict(private=True)).decode())
+    key = RSAKey.import_key(orjson.loads(key_file.read_bytes()))
+    register_client(app, client_id="demo-backend", kind="backend", name="Demo integration engine",
+                    scope="system/*.cruds", jwks=orjson.dumps({"keys": [key.as_dict(private=False)]}).decode())
+    base = f"http://{args.host}:{args.port}/fhir"
+    token = internal_token(app, base, scope="system/*.cruds", lifetime_s=8 * 3600, client_id="fhirtwin-admin")
+    print(f"""
+fhirtwin demo credentials
+  backend client id:   demo-backend   (private_key_jwt, RS384; private key: {key_file})
+  token endpoint:      http://{args.host}:{args.port}/auth/token
+  admin token (8 h):   curl -H "Authorization: Bearer {token}" '{base}/Patient?_count=1'
+""", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,7 +275,33 @@ def main(argv: list[str] | None = None) -> int:
     ld.add_argument("paths", nargs="+")
     ld.add_argument("--jobs", "-j", type=int, default=1,
                     help="load transaction Bundles in this many processes (after the batch Bundles)")
+    c = sub.add_parser("clients", help="register SMART clients")
+    c.add_argument("action", choices=["add", "list"])
+    c.add_argument("--id")
+    c.add_argument("--kind", choices=["backend"], default="backend")
+    c.add_argument("--name", default="")
+    c.add_argument("--scope", default="system/*.rs", help="the most this client may be granted")
+    c.add_argument("--jwks", help="file with the client's public JWKS")
+    c.add_argument("--jwks-uri", help="URL of the client's public JWKS")
+    k = sub.add_parser("keys", help="signing keys")
+    k.add_argument("action", choices=["rotate"])
+    t = sub.add_parser("token", help="print an access token for local administration")
+    t.add_argument("--scope", default="system/*.cruds")
+    t.add_argument("--hours", type=float, default=8)
+    t.add_argument("--port", type=int, default=8080)
+    t.add_argument("--base", default="", help="the FHIR base URL the token is for (default http://127.0.0.1:PORT/fhir)")
+    dm = sub.add_parser("demo", help="register demo credentials and print an example request")
+    dm.add_argument("--host", default="127.0.0.1")
+    dm.add_argument("--port", type=int, default=8080)
     args = parser.parse_args(argv)
+    if args.cmd == "demo":
+        return _demo(args)
+    if args.cmd == "clients":
+        return _clients(args)
+    if args.cmd == "keys":
+        return _keys(args)
+    if args.cmd == "token":
+        return _token(args)
     if args.cmd == "serve":
         return _serve(args)
     if args.cmd == "db":

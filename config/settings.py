@@ -19,6 +19,11 @@ class BaseConfig:
     MAX_JSON_DEPTH = 64
     MAX_INCLUDES = 1000  # included resources per page before truncation is signalled
     TESTING = False
+    # SMART authorization: "smart" (default) or "open" (no authorization at all; loudly logged).
+    AUTH_MODE = os.environ.get("FHIRTWIN_AUTH", "smart")
+    SIGNING_KEYS = os.environ.get("FHIRTWIN_SIGNING_KEYS", "")  # private JWKS file; default instance/keys/
+    ASSERTION_ALGS = os.environ.get("FHIRTWIN_ASSERTION_ALGS", "RS384 ES384")
+    BACKEND_TOKEN_LIFETIME_S = int(os.environ.get("FHIRTWIN_BACKEND_TOKEN_LIFETIME_S", "300"))
 
     def database_url(self) -> str:
         if self.DATABASE_URL:

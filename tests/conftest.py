@@ -94,13 +94,16 @@ class FhirClient:
 
     JSON = "application/fhir+json"
 
-    def __init__(self, base: str, send: Any) -> None:
+    def __init__(self, base: str, send: Any, token: str | None = None) -> None:
         self.base = base  # http://host:port/fhir
         self._send = send
+        self.token = token  # sent as a Bearer token unless a request names its own Authorization
 
     def request(self, method: str, path: str, *, json: Any = None, data: bytes | str | None = None,
                 headers: dict[str, str] | None = None, params: Any = None) -> Resp:
         h = {"Accept": self.JSON}
+        if self.token:
+            h["Authorization"] = f"Bearer {self.token}"
         if json is not None:
             data = orjson.dumps(json)
             h["Content-Type"] = self.JSON
@@ -140,7 +143,15 @@ def make_app(tmp: Path, name: str) -> Any:
     return app
 
 
-def inproc_client(app: Any) -> FhirClient:
+def system_token(app: Any, base: str, scope: str = "system/*.cruds") -> str:
+    """A real token (signed with the instance keys, recorded in its database) for tests that are
+    not about authorization: the integration-engine view of the server."""
+    from app.auth import internal_token
+
+    return internal_token(app, base, scope=scope, lifetime_s=6 * 3600, client_id="test-suite")
+
+
+def inproc_client(app: Any, scope: str | None = "system/*.cruds") -> FhirClient:
     tc = app.test_client()
 
     def send(method: str, url: str, headers: dict[str, str], data: Any, params: Any) -> Resp:
@@ -148,7 +159,8 @@ def inproc_client(app: Any) -> FhirClient:
         r = tc.open(path, method=method, headers=headers, data=data, query_string=params)
         return Resp(r.status_code, r.headers, r.get_data())
 
-    return FhirClient("http://localhost/fhir", send)
+    base = "http://localhost/fhir"
+    return FhirClient(base, send, system_token(app, base, scope) if scope else None)
 
 
 def free_port() -> int:
@@ -167,6 +179,8 @@ class Server:
         env.update({"FHIRTWIN_INSTANCE": str(tmp), "DATABASE_URL": database_url(tmp, name), "FHIRTWIN_CONFIG": "test"})
         env.update(extra_env or {})
         self.env = env
+        self._app: Any = None
+        self._token: str | None = None
         self.log = open(tmp / f"{name}-server.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port), "--workers", str(workers)],
@@ -185,16 +199,44 @@ class Server:
         self.stop()
         raise RuntimeError(f"server did not start: {(tmp / f'{name}-server.log').read_text()[-3000:]}")
 
-    def client(self) -> FhirClient:
+    def app(self) -> Any:
+        """An app object on the server's instance folder and database (same keys, same rows)."""
+        if self._app is None:
+            from app import create_app
+            from config.settings import TestConfig
+
+            env = self.env
+
+            class Cfg(TestConfig):
+                INSTANCE_DIR = Path(env["FHIRTWIN_INSTANCE"])
+                DATABASE_URL = env["DATABASE_URL"]
+
+            self._app = create_app(Cfg())
+        return self._app
+
+    def headers(self) -> dict[str, str]:
+        """Authorization for raw HTTP calls (a system/*.cruds token of the test suite)."""
+        if self._token is None:
+            self._token = system_token(self.app(), self.base)
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def session(self) -> requests.Session:
+        s = requests.Session()
+        s.headers.update(self.headers())
+        return s
+
+    def client(self, scope: str | None = "system/*.cruds") -> FhirClient:
         session = requests.Session()
 
         def send(method: str, url: str, headers: dict[str, str], data: Any, params: Any) -> Resp:
             r = session.request(method, url, headers=headers, data=data, params=params, timeout=300)
             return Resp(r.status_code, r.headers, r.content)
 
-        return FhirClient(self.base, send)
+        return FhirClient(self.base, send, system_token(self.app(), self.base, scope) if scope else None)
 
     def stop(self) -> None:
+        if self._app is not None:
+            self._app.extensions["fhirtwin"].db.dispose()
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -232,6 +274,35 @@ def fhir(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FhirClient]
         return
     a = make_app(tmp_path, "f_" + uuid.uuid4().hex[:8])
     yield inproc_client(a)
+    a.extensions["fhirtwin"].db.dispose()
+
+
+class Smart:
+    """An authorization-server view of the server under test: its app (to register clients and
+    read keys), a FhirClient without a token, and the URLs of the auth endpoints."""
+
+    def __init__(self, app: Any, fhir: FhirClient) -> None:
+        self.app = app
+        self.fhir = fhir
+        self.base = fhir.base
+        self.root = fhir.base.removesuffix("/fhir")
+        self.token_url = f"{self.root}/auth/token"
+
+    def form(self, path: str, data: dict[str, str], headers: dict[str, str] | None = None) -> Resp:
+        from urllib.parse import urlencode
+
+        h = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json", **(headers or {})}
+        return self.fhir.request("POST", f"{self.root}{path}", data=urlencode(data), headers=h)
+
+
+@pytest.fixture
+def smart(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Smart]:
+    if MODE == "http":
+        srv: Server = request.getfixturevalue("live_server")
+        yield Smart(srv.app(), srv.client(scope=None))
+        return
+    a = make_app(tmp_path, "s_" + uuid.uuid4().hex[:8])
+    yield Smart(a, inproc_client(a, scope=None))
     a.extensions["fhirtwin"].db.dispose()
 
 

@@ -84,6 +84,10 @@ def searchset(ctx: ix.Context, q: SearchQuery, path: str) -> dict[str, Any]:
     issues: list[dict[str, Any]] = []
     if q.includes and rows:
         included, truncated = ctx.store.includes(rows, q.includes, ctx.max_includes)
+        if ctx.guard is not None:
+            # Included resources of types the token may not read are left out, silently.
+            ok = ctx.guard.readable({s.rtype for s in included})
+            included = [s for s in included if s.rtype in ok]
         entries.extend(_entry_for(ctx, s, "include") for s in included)
         if truncated:
             issues.append({
@@ -261,6 +265,25 @@ def _run_read(ctx: ix.Context, e: Entry) -> ix.Result:
     return ix.read(ctx, e.rtype, e.rid)
 
 
+def _interaction(e: Entry) -> str:
+    """The interaction an entry asks for, by the names scopes are checked against."""
+    if e.method in ("GET", "HEAD"):
+        history = e.url.split("?")[0].endswith("_history") or e.vid is not None
+        if e.rtype is None:
+            return "history-system" if history else "search-system"
+        if e.rid is None:
+            return "history-type" if history else "search-type"
+        if e.vid is not None:
+            return "vread"
+        return "history-instance" if history else "read"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[e.method]
+
+
+def _permit(ctx: ix.Context, e: Entry) -> None:
+    if ctx.guard is not None:
+        ctx.guard.require(_interaction(e), e.rtype)
+
+
 def _run_one(ctx: ix.Context, e: Entry) -> ix.Result:
     """One entry as if it were its own request (batch semantics)."""
     req = e.request
@@ -324,6 +347,7 @@ def batch(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
         sp = None
         try:
             e = _parse_entry(ctx, i, raw)
+            _permit(ctx, e)
             if e.method == "POST":
                 criteria = e.request.get("ifNoneExist")
                 if criteria and criteria in pending_criteria:
@@ -404,6 +428,13 @@ def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
                 )
             full_urls[e.full_url] = i
         entries.append(e)
+
+    # Every entry must be allowed by the token before anything runs.
+    for e in entries:
+        try:
+            _permit(ctx, e)
+        except FhirError as err:
+            raise _entry_error(err, e) from None
 
     # Validate first, before the first statement opens the transaction: validation is pure and the
     # costliest step, so on SQLite it runs outside the write lock and concurrent loads overlap.

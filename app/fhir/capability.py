@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from app.auth.discovery import security_extension
 from app.store.registry import registry
 
 from .resources import RESOURCE_TYPES
@@ -48,6 +49,7 @@ def _rest(base_url: str) -> list[dict[str, Any]]:
     return [{
         "mode": "server",
         "documentation": "fhirtwin FHIR R4 server",
+        "security": security_extension(base_url),
         "resource": resources,
         "interaction": [{"code": c} for c in ("transaction", "batch", "search-system", "history-system")],
         "searchParam": [

@@ -6,13 +6,14 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
 import jsonpatch
 import orjson
 
+from app.auth.protect import Guard
 from app.errors import (
     BadRequest,
     Conflict,
@@ -41,6 +42,7 @@ class Context:
     max_includes: int = 1000
     strict: bool = True
     ret: str | None = None  # Prefer: return=...
+    guard: Guard | None = None  # what the caller's token allows (None: internal use without a request)
 
 
 @dataclass(slots=True)
@@ -56,12 +58,19 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LAST_SECOND: tuple[int, str] = (-1, "")
 
 
 def instant(us: int) -> str:
     # Integer arithmetic: the instant written must parse back to exactly the stored microsecond.
-    return (_EPOCH + timedelta(microseconds=us)).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    # Writes come in bursts within one second, so the formatted second is kept for the next call.
+    global _LAST_SECOND
+    sec, frac = divmod(us, 1_000_000)
+    last, prefix = _LAST_SECOND
+    if sec != last:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _LAST_SECOND = (sec, prefix)
+    return f"{prefix}.{frac:06d}Z"
 
 
 def http_date(us: int) -> str:

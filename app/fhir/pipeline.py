@@ -1,7 +1,8 @@
 """THE request pipeline: every FHIR request passes through run(), which owns the transaction.
 
-Order: negotiate -> (authenticate, scopes, consent: issues 3 and 5 plug in here) -> interaction
--> commit or roll back -> render. Errors of any kind leave as an OperationOutcome.
+Order: negotiate -> authenticate (bearer token) -> scopes for the interaction -> (consent: issue 5
+plugs in here) -> interaction -> commit or roll back -> render. Errors of any kind leave as an
+OperationOutcome.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import orjson
 from flask import Response, current_app, g, request
 from sqlalchemy.exc import OperationalError
 
+from app.auth import protect
+from app.auth.protect import Guard
 from app.errors import BadRequest, FhirError, NotAcceptable, UnsupportedMediaType
 from app.store.repository import ResourceStore
 
@@ -110,8 +113,11 @@ def context(session: Any, strict: bool, ret: str | None = None) -> ix.Context:
                       max_includes=current_app.config["MAX_INCLUDES"], strict=strict, ret=ret)
 
 
-def run(action: Callable[[ix.Context], ix.Result], *, write: bool) -> Response:
-    """Run one interaction in one transaction and render its result."""
+def run(action: Callable[[ix.Context], ix.Result], *, write: bool, interaction: str | None = None,
+        rtype: str | None = None, public: bool = False) -> Response:
+    """Run one interaction in one transaction and render its result: authenticate, check the
+    token's scopes for (interaction, type), run, commit or roll back, render. `bundle` entries are
+    checked one by one as they are processed; `public` (metadata) needs no token."""
     media = negotiate()
     pref = prefer()
     strict = pref.get("handling", "strict" if current_app.config["SEARCH_STRICT"] else "lenient") != "lenient"
@@ -120,6 +126,12 @@ def run(action: Callable[[ix.Context], ix.Result], *, write: bool) -> Response:
         try:
             with fhir.db.session(write=write) as session:
                 ctx = context(session, strict, pref.get("return"))
+                if not public:
+                    ctx.guard = Guard(protect.authenticate(session, ctx.base_url))
+                    if interaction in ("search-system", "history-system"):
+                        ctx.guard.require(interaction, None)
+                    elif interaction != "bundle":
+                        ctx.guard.require(interaction or "", rtype)
                 g.fhir_ctx = ctx
                 try:
                     result = action(ctx)

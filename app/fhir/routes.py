@@ -5,15 +5,23 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
+from app.auth import protect
 from app.errors import BadRequest, FhirError, MethodNotAllowed, NotFound, PayloadTooLarge
 
 from . import bundles
 from . import interactions as ix
 from .capability import capability_statement
-from .pipeline import error_response, parse_body, run
+from .pipeline import base_url, error_response, parse_body, run
 from .resources import RESOURCE_TYPES
 
 bp = Blueprint("fhir", __name__, url_prefix="/fhir")
+
+
+@bp.before_request
+def bearer_first() -> None:
+    """An unauthenticated request is answered 401 before its body or type is looked at."""
+    if request.endpoint != "fhir.metadata" and request.method != "OPTIONS":
+        protect.precheck(base_url())
 
 
 def _type(rtype: str) -> str:
@@ -35,7 +43,7 @@ def metadata() -> Response:
     def action(ctx: ix.Context) -> ix.Result:
         return ix.Result(200, resource=capability_statement(ctx.base_url))
 
-    return run(action, write=False)
+    return run(action, write=False, public=True)
 
 
 @bp.post("")
@@ -43,7 +51,7 @@ def metadata() -> Response:
 def system_bundle() -> Response:
     body = parse_body()
     limit = current_app.config["MAX_BUNDLE_ENTRIES"]
-    return run(lambda ctx: ix.Result(200, resource=bundles.process(ctx, body(), limit)), write=True)
+    return run(lambda ctx: ix.Result(200, resource=bundles.process(ctx, body(), limit)), write=True, interaction="bundle")
 
 
 @bp.get("")
@@ -52,20 +60,22 @@ def system_search() -> Response:
     if not request.args:
         raise BadRequest("A system-level search needs parameters (for example _type or _lastUpdated)")
     params = _params()
-    return run(lambda ctx: ix.search(ctx, None, params, strict=ctx.strict, path=""), write=False)
+    return run(lambda ctx: ix.search(ctx, None, params, strict=ctx.strict, path=""), write=False,
+               interaction="search-system")
 
 
 @bp.get("/_history")
 def system_history() -> Response:
     params = _params()
-    return run(lambda ctx: ix.history(ctx, None, None, params, "_history"), write=False)
+    return run(lambda ctx: ix.history(ctx, None, None, params, "_history"), write=False, interaction="history-system")
 
 
 @bp.route("/<rtype>", methods=["GET", "HEAD"])
 def search_type(rtype: str) -> Response:
     _type(rtype)
     params = _params()
-    return run(lambda ctx: ix.search(ctx, rtype, params, strict=ctx.strict, path=rtype), write=False)
+    return run(lambda ctx: ix.search(ctx, rtype, params, strict=ctx.strict, path=rtype), write=False,
+               interaction="search-type", rtype=rtype)
 
 
 @bp.post("/<rtype>/_search")
@@ -77,7 +87,8 @@ def search_post(rtype: str) -> Response:
 
         raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded parameters")
     params = _params() + [(k, v) for k, v in request.form.items(multi=True)]
-    return run(lambda ctx: ix.search(ctx, rtype, params, strict=ctx.strict, path=rtype), write=False)
+    return run(lambda ctx: ix.search(ctx, rtype, params, strict=ctx.strict, path=rtype), write=False,
+               interaction="search-type", rtype=rtype)
 
 
 @bp.post("/<rtype>")
@@ -85,7 +96,7 @@ def create(rtype: str) -> Response:
     _type(rtype)
     body = parse_body()
     ine = request.headers.get("If-None-Exist")
-    return run(lambda ctx: ix.create(ctx, rtype, body(), if_none_exist=ine), write=True)
+    return run(lambda ctx: ix.create(ctx, rtype, body(), if_none_exist=ine), write=True, interaction="create", rtype=rtype)
 
 
 @bp.put("/<rtype>")
@@ -96,7 +107,8 @@ def conditional_update(rtype: str) -> Response:
     if not qs:
         raise MethodNotAllowed("PUT on a resource type needs search criteria (conditional update) or an id")
     if_match = request.headers.get("If-Match")
-    return run(lambda ctx: ix.conditional_update(ctx, rtype, qs, body(), if_match=if_match), write=True)
+    return run(lambda ctx: ix.conditional_update(ctx, rtype, qs, body(), if_match=if_match), write=True,
+               interaction="update", rtype=rtype)
 
 
 @bp.delete("/<rtype>")
@@ -105,7 +117,7 @@ def conditional_delete(rtype: str) -> Response:
     qs = _query_string()
     if not qs:
         raise MethodNotAllowed("DELETE on a resource type needs search criteria (conditional delete)")
-    return run(lambda ctx: ix.conditional_delete(ctx, rtype, qs), write=True)
+    return run(lambda ctx: ix.conditional_delete(ctx, rtype, qs), write=True, interaction="delete", rtype=rtype)
 
 
 @bp.patch("/<rtype>")
@@ -126,14 +138,15 @@ def conditional_patch(rtype: str) -> Response:
             raise NotFound("Conditional patch criteria match no resource")
         return ix.patch(ctx, rtype, matches[0][1], body(), ctype, if_match=if_match)
 
-    return run(action, write=True)
+    return run(action, write=True, interaction="patch", rtype=rtype)
 
 
 @bp.get("/<rtype>/_history")
 def type_history(rtype: str) -> Response:
     _type(rtype)
     params = _params()
-    return run(lambda ctx: ix.history(ctx, rtype, None, params, f"{rtype}/_history"), write=False)
+    return run(lambda ctx: ix.history(ctx, rtype, None, params, f"{rtype}/_history"), write=False,
+               interaction="history-type", rtype=rtype)
 
 
 @bp.route("/<rtype>/<rid>", methods=["GET", "HEAD"])
@@ -142,7 +155,8 @@ def read(rtype: str, rid: str) -> Response:
     summary = request.args.get("_summary")
     elements = request.args.get("_elements")
     els = [e.strip() for e in elements.split(",")] if elements else None
-    return run(lambda ctx: ix.read(ctx, rtype, rid, summary=summary, elements=els), write=False)
+    return run(lambda ctx: ix.read(ctx, rtype, rid, summary=summary, elements=els), write=False,
+               interaction="read", rtype=rtype)
 
 
 @bp.put("/<rtype>/<rid>")
@@ -150,7 +164,8 @@ def update(rtype: str, rid: str) -> Response:
     _type(rtype)
     body = parse_body()
     if_match = request.headers.get("If-Match")
-    return run(lambda ctx: ix.update(ctx, rtype, rid, body(), if_match=if_match), write=True)
+    return run(lambda ctx: ix.update(ctx, rtype, rid, body(), if_match=if_match), write=True, interaction="update",
+               rtype=rtype)
 
 
 @bp.patch("/<rtype>/<rid>")
@@ -159,26 +174,28 @@ def patch(rtype: str, rid: str) -> Response:
     body = parse_body(allow_patch=True)
     ctype = request.headers.get("Content-Type", "")
     if_match = request.headers.get("If-Match")
-    return run(lambda ctx: ix.patch(ctx, rtype, rid, body(), ctype, if_match=if_match), write=True)
+    return run(lambda ctx: ix.patch(ctx, rtype, rid, body(), ctype, if_match=if_match), write=True,
+               interaction="patch", rtype=rtype)
 
 
 @bp.delete("/<rtype>/<rid>")
 def delete(rtype: str, rid: str) -> Response:
     _type(rtype)
-    return run(lambda ctx: ix.delete(ctx, rtype, rid), write=True)
+    return run(lambda ctx: ix.delete(ctx, rtype, rid), write=True, interaction="delete", rtype=rtype)
 
 
 @bp.get("/<rtype>/<rid>/_history")
 def instance_history(rtype: str, rid: str) -> Response:
     _type(rtype)
     params = _params()
-    return run(lambda ctx: ix.history(ctx, rtype, rid, params, f"{rtype}/{rid}/_history"), write=False)
+    return run(lambda ctx: ix.history(ctx, rtype, rid, params, f"{rtype}/{rid}/_history"), write=False,
+               interaction="history-instance", rtype=rtype)
 
 
 @bp.get("/<rtype>/<rid>/_history/<vid>")
 def vread(rtype: str, rid: str, vid: str) -> Response:
     _type(rtype)
-    return run(lambda ctx: ix.vread(ctx, rtype, rid, vid), write=False)
+    return run(lambda ctx: ix.vread(ctx, rtype, rid, vid), write=False, interaction="vread", rtype=rtype)
 
 
 @bp.errorhandler(FhirError)

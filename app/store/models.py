@@ -150,3 +150,58 @@ INDEX_TABLES: dict[str, Any] = {
     "reference": ReferenceIndex,
     "uri": UriIndex,
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# The authorization server's state (SMART on FHIR). Secrets are stored as hashes only: client
+# secrets and passwords with scrypt, refresh tokens, codes and launches by their SHA-256.
+
+
+class OAuthClient(Base):
+    __tablename__ = "oauth_client"
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # public | confidential-symmetric | confidential-asymmetric | backend
+    kind: Mapped[str] = mapped_column(String(32))
+    auth_method: Mapped[str] = mapped_column(String(32))  # none client_secret_basic private_key_jwt
+    secret_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    redirect_uris: Mapped[str] = mapped_column(String(4000), default="")  # space-separated
+    launch_uri: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    grant_types: Mapped[str] = mapped_column(String(200))  # space-separated
+    scope: Mapped[str] = mapped_column(String(4000))  # the client's ceiling
+    jwks: Mapped[str | None] = mapped_column(String(20000), nullable=True)  # inline JWKS (JSON)
+    jwks_uri: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    created_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class OAuthToken(Base):
+    """Every access token issued (by its jti) and the refresh token issued with it, if any.
+    A request with a token that has no row here, or a revoked one, is refused: revocation holds
+    in every worker process at once."""
+
+    __tablename__ = "oauth_token"
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    username: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    scope: Mapped[str] = mapped_column(String(4000))
+    patient: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    encounter: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    fhir_user: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    issued_us: Mapped[int] = mapped_column(BigInteger)
+    expires_us: Mapped[int] = mapped_column(BigInteger)
+    refresh_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    refresh_expires_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    family: Mapped[str] = mapped_column(String(64))  # the first jti of a refresh chain
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    __table_args__ = (Index("ix_oauth_token_family", "family"),)
+
+
+class OAuthAssertion(Base):
+    """Client-assertion jti values seen, until their JWT expires: a replay hits the primary key
+    in any worker process."""
+
+    __tablename__ = "oauth_assertion"
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(200), primary_key=True)
+    expires_us: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (Index("ix_oauth_assertion_exp", "expires_us"),)

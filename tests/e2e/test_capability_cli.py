@@ -37,10 +37,11 @@ def test_fhirclient_searches_the_live_server(live_server) -> None:
     from fhirclient.models.patient import Patient
 
     family = "Fhirclient" + os.urandom(4).hex()
-    r = requests.post(f"{live_server.base}/Patient", json={"resourceType": "Patient", "name": [{"family": family}]},
-                      headers={"Content-Type": "application/fhir+json"}, timeout=30)
+    r = live_server.session().post(f"{live_server.base}/Patient", json={"resourceType": "Patient", "name": [{"family": family}]},
+                                   headers={"Content-Type": "application/fhir+json"}, timeout=30)
     assert r.status_code == 201
     smart = client.FHIRClient(settings={"app_id": "fhirtwin-test", "api_base": live_server.base + "/"})
+    smart.server.session.headers.update(live_server.headers())
     found = Patient.where(struct={"family:exact": family}).perform_resources(smart.server)
     assert [p.name[0].family for p in found] == [family]
 

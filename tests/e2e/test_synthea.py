@@ -57,7 +57,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("synthea")
     srv = Server(tmp, "synthea", workers=1)
     files = synthea_files()
-    session = requests.Session()
+    session = srv.session()
     errors = []
     for f in files:
         r = session.post(srv.base, data=f.read_bytes(), headers=HDR, timeout=600)

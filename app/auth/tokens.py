@@ -1,0 +1,117 @@
+"""Access tokens: RS256 JWTs bound to the FHIR base (`aud`), each with a row in oauth_token so
+that revocation is seen at once by every worker process. Refresh tokens are random values
+stored as hashes, rotated on use, bound to their client."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+
+from app.store.auth_store import AuthStore, TokenRow
+
+from . import scopes as sc
+from .hashing import random_token, token_hash
+from .keys import ALG, SigningKeys
+
+
+class InvalidToken(Exception):
+    """The bearer token cannot be used; the message says why (sent as error_description)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccessContext:
+    """Who is calling and what the token allows (what the pipeline checks every interaction against)."""
+
+    client_id: str
+    scope: str
+    scopes: tuple[sc.ResourceScope, ...]
+    jti: str
+    username: str | None = None
+    patient: str | None = None
+    encounter: str | None = None
+    fhir_user: str | None = None
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def issue(store: AuthStore, keys: SigningKeys, *, issuer: str, audience: str, client_id: str, scope: str,
+          lifetime_s: int, username: str | None = None, patient: str | None = None, encounter: str | None = None,
+          fhir_user: str | None = None, refresh_lifetime_s: int | None = None, family: str | None = None) -> dict[str, Any]:
+    """Sign an access token (and make a refresh token when `refresh_lifetime_s` is given), record
+    both, and return the token response fields."""
+    now = now_us()
+    jti = random_token(18)
+    claims: dict[str, Any] = {
+        "iss": issuer, "aud": audience, "sub": username or client_id, "client_id": client_id, "scope": scope,
+        "iat": now // 1_000_000, "exp": now // 1_000_000 + lifetime_s, "jti": jti,
+    }
+    if patient:
+        claims["patient"] = patient
+    if fhir_user:
+        claims["fhirUser"] = fhir_user
+    access = jwt.encode({"alg": ALG, "kid": keys.signing_kid, "typ": "at+jwt"}, claims, keys.private)
+    refresh = random_token(32) if refresh_lifetime_s else None
+    store.add_token(TokenRow(
+        jti=jti, client_id=client_id, username=username, scope=scope, patient=patient, encounter=encounter,
+        fhir_user=fhir_user, issued_us=now, expires_us=now + lifetime_s * 1_000_000,
+        refresh_hash=token_hash(refresh) if refresh else None,
+        refresh_expires_us=now + refresh_lifetime_s * 1_000_000 if refresh and refresh_lifetime_s else None,
+        family=family or jti, revoked=False,
+    ))
+    out: dict[str, Any] = {"access_token": access, "token_type": "Bearer", "expires_in": lifetime_s, "scope": scope}
+    if refresh:
+        out["refresh_token"] = refresh
+    if patient:
+        out["patient"] = patient
+    if encounter:
+        out["encounter"] = encounter
+    return out
+
+
+def decode(keys: SigningKeys, token: str, *, issuer: str, audience: str) -> dict[str, Any]:
+    """The claims of one of our own access tokens, signature and audience checked; InvalidToken otherwise."""
+    try:
+        tok = jwt.decode(token, keys.private, algorithms=[ALG])
+    except (JoseError, ValueError, TypeError):
+        keys.refresh()  # perhaps signed with a key rotated in by another process
+        try:
+            tok = jwt.decode(token, keys.private, algorithms=[ALG])
+        except (JoseError, ValueError, TypeError):
+            raise InvalidToken("The access token is malformed or its signature does not verify") from None
+    claims = dict(tok.claims)
+    if tok.header.get("typ") != "at+jwt":
+        raise InvalidToken("The token is not an access token")
+    if claims.get("iss") != issuer or claims.get("aud") != audience:
+        raise InvalidToken("The access token was issued for another server")
+    exp = claims.get("exp")
+    if not isinstance(exp, int) or exp <= time.time():
+        raise InvalidToken("The access token has expired")
+    if not isinstance(claims.get("jti"), str):
+        raise InvalidToken("The access token has no id")
+    return claims
+
+
+def verify(store: AuthStore, keys: SigningKeys, token: str, *, issuer: str, audience: str) -> AccessContext:
+    return check_row(store, decode(keys, token, issuer=issuer, audience=audience))
+
+
+def check_row(store: AuthStore, claims: dict[str, Any]) -> AccessContext:
+    """Decoded claims -> the token's context, if its row says it is still live."""
+    row = store.token(claims["jti"])
+    if row is None or row.revoked:
+        raise InvalidToken("The access token has been revoked")
+    if row.expires_us <= now_us():
+        raise InvalidToken("The access token has expired")
+    return context_of(row)
+
+
+def context_of(row: TokenRow) -> AccessContext:
+    parsed = tuple(s for s in (sc.parse_scope(t) for t in sc.split(row.scope)) if s is not None)
+    return AccessContext(client_id=row.client_id, scope=row.scope, scopes=parsed, jti=row.jti, username=row.username,
+                         patient=row.patient, encounter=row.encounter, fhir_user=row.fhir_user)

@@ -1,0 +1,92 @@
+"""HTTP endpoints of the authorization server and the SMART discovery documents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from flask import Blueprint, Response, current_app, g, request
+
+from app.store.auth_store import AuthStore
+
+from . import discovery
+from .server import AuthConfig
+
+bp = Blueprint("auth", __name__)
+
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def fhir_base() -> str:
+    public = current_app.config.get("PUBLIC_URL")
+    return str(public).rstrip("/") if public else f"{request.scheme}://{request.host}/fhir"
+
+
+def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(doc), status=status, headers=headers or {}, content_type="application/json")
+
+
+def _oauth_error(error: str, description: str, status: int = 400) -> Response:
+    return _json({"error": error, "error_description": description}, status, _NO_STORE)
+
+
+def _with_store(handler: Any) -> Response:
+    """Run an Authlib endpoint on one connection, committed after it answers."""
+    auth = current_app.extensions["fhirtwin_auth"]
+    base = fhir_base()
+    with auth.db.session(write=True) as conn:
+        g.auth_store = AuthStore(conn)
+        g.auth_keys = auth.keys
+        g.auth_jwks_cache = auth.jwks_cache
+        g.auth_config = AuthConfig(issuer=base, token_url=discovery.endpoints(base)["token"],
+                                   known_types=auth.known_types, assertion_algs=auth.assertion_algs,
+                                   backend_lifetime_s=auth.backend_lifetime_s)
+        resp: Response = handler()
+        conn.commit()
+    return resp
+
+
+def _form_only() -> Response | None:
+    ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        return _oauth_error("invalid_request", "The request body must be application/x-www-form-urlencoded")
+    return None
+
+
+@bp.post("/auth/token")
+def token() -> Response:
+    bad = _form_only()
+    if bad is not None:
+        return bad
+    server = current_app.extensions["fhirtwin_auth"].server
+    return _with_store(server.create_token_response)
+
+
+@bp.post("/auth/introspect")
+def introspect() -> Response:
+    bad = _form_only()
+    if bad is not None:
+        return bad
+    server = current_app.extensions["fhirtwin_auth"].server
+    return _with_store(lambda: server.create_endpoint_response("introspection"))
+
+
+@bp.post("/auth/revoke")
+def revoke() -> Response:
+    bad = _form_only()
+    if bad is not None:
+        return bad
+    server = current_app.extensions["fhirtwin_auth"].server
+    return _with_store(lambda: server.create_endpoint_response("revocation"))
+
+
+@bp.get("/auth/jwks")
+def jwks() -> Response:
+    keys = current_app.extensions["fhirtwin_auth"].keys
+    keys.refresh()
+    return _json(keys.public_jwks, headers={"Cache-Control": "public, max-age=300"})
+
+
+@bp.get("/fhir/.well-known/smart-configuration")
+def smart_configuration() -> Response:
+    return _json(discovery.smart_configuration(fhir_base(), current_app.extensions["fhirtwin_auth"].scopes_supported))
