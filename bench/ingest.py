@@ -44,10 +44,13 @@ def ingest(files: list[Path]) -> tuple[int, float, float]:
     tmp = Path(tempfile.mkdtemp())
     app = make_app(tmp, f"bench{time.monotonic_ns()}")
     client = app.test_client()
+    from app.auth import internal_token
+
+    auth = {"Authorization": f"Bearer {internal_token(app, 'http://localhost/fhir')}"}
     total = 0
     t, c = time.perf_counter(), time.process_time()
     for f in files:
-        r = client.post("/fhir", data=f.read_bytes(), headers={"Content-Type": "application/fhir+json"})
+        r = client.post("/fhir", data=f.read_bytes(), headers={"Content-Type": "application/fhir+json", **auth})
         assert r.status_code == 200, r.get_data()[:500]
         total += len(r.get_json()["entry"])
     return total, time.perf_counter() - t, time.process_time() - c

@@ -18,8 +18,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import requests
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import Server, database_url, synthea_files  # noqa: E402
@@ -32,9 +30,11 @@ end
 """
 
 
-def wrk(url: str, conns: int, seconds: int, script: Path) -> tuple[float, float, float, int]:
+def wrk(url: str, conns: int, seconds: int, script: Path, headers: dict[str, str] | None = None
+        ) -> tuple[float, float, float, int]:
+    extra = [x for k, v in (headers or {}).items() for x in ("-H", f"{k}: {v}")]
     cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s", str(script),
-           "-H", "Accept: application/fhir+json", url]
+           "-H", "Accept: application/fhir+json", *extra, url]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     m = re.search(r"RESULT (\S+) (\S+) (\S+) (\d+) (\d+)", out)
     assert m, out
@@ -64,7 +64,7 @@ def main() -> None:
         subprocess.run(["taskset", "-acp", "0", str(srv.proc.pid)], check=True, capture_output=True)
         for child in subprocess.run(["pgrep", "-P", str(srv.proc.pid)], capture_output=True, text=True).stdout.split():
             subprocess.run(["taskset", "-acp", "0", child], check=True, capture_output=True)
-        s = requests.Session()
+        s = srv.session()
         obs = s.get(f"{srv.base}/Observation", params={"code": "http://loinc.org|4548-4", "_count": 1}).json()
         subject = obs["entry"][0]["resource"]["subject"]["reference"]
         pid = subject.split("/")[-1]
@@ -78,8 +78,8 @@ def main() -> None:
         print(f"{kind}, {args.workers} worker(s) on core 0, wrk on core 1, {args.seconds} s each")
         for name, u in targets.items():
             assert s.get(u).status_code == 200
-            rps, _, _, err16 = wrk(u, 16, args.seconds, script)
-            _, p50, p95, err1 = wrk(u, 1, args.seconds, script)
+            rps, _, _, err16 = wrk(u, 16, args.seconds, script, srv.headers())
+            _, p50, p95, err1 = wrk(u, 1, args.seconds, script, srv.headers())
             print(f"{name:34s} {rps:7.0f} req/s (c=16)   p50 {p50:5.2f} ms  p95 {p95:5.2f} ms (c=1)   errors {err16 + err1}")
     finally:
         srv.stop()

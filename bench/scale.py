@@ -52,6 +52,13 @@ def light_bundle(n: int) -> bytes:
     return orjson.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries})
 
 
+def authorize(app: Any) -> None:
+    """The in-process requests carry a system token, as an integration engine's would."""
+    from app.auth import internal_token
+
+    HDR["Authorization"] = f"Bearer {internal_token(app, 'http://localhost/fhir', lifetime_s=86_400)}"
+
+
 def measure(client: Any, patient_ids: list[str], n: int = 200) -> tuple[float, float, float]:
     sample = random.sample(patient_ids, min(n, len(patient_ids)))
     search, read = [], []
@@ -68,6 +75,7 @@ def measure(client: Any, patient_ids: list[str], n: int = 200) -> tuple[float, f
 
 
 HTTP_LUA = """
+wrk.headers["Authorization"] = "%s"
 local ids = {%s}
 local n = 0
 request = function()
@@ -100,7 +108,7 @@ def measure_http(path: Path, patients: list[str], seconds: int) -> None:
             subprocess.run(["taskset", "-acp", "0", str(pid)], check=True, capture_output=True)
         script = path.parent / "scale.lua"
         sample = random.sample(patients, min(500, len(patients)))
-        script.write_text(HTTP_LUA % ", ".join(f'"{p}"' for p in sample))
+        script.write_text(HTTP_LUA % (srv.headers()["Authorization"], ", ".join(f'"{p}"' for p in sample)))
         url = srv.base.removesuffix("/fhir")
         wrk(url, 1, 3, script)  # warm the page cache and the worker
         rps16, _, _, err16 = wrk(url, 16, seconds, script)
@@ -120,6 +128,8 @@ def measure_existing(path: Path, http_seconds: int = 0) -> None:
         DATABASE_URL = f"sqlite:///{path}"
 
     app = create_app(Cfg())
+    app.extensions["fhirtwin"].db.create_all()
+    authorize(app)
     with app.extensions["fhirtwin"].db.session() as conn:
         from sqlalchemy import text
 
@@ -130,6 +140,14 @@ def measure_existing(path: Path, http_seconds: int = 0) -> None:
     p50, p95, rp50 = measure(client, patients)
     print(f"{len(patients):9d} {total:10d} {'-':>10} {p50:9.2f}ms {p95:5.2f}ms {rp50:7.2f}ms")
     if http_seconds:
+        # The file was made with create_all (no migration history): add newer tables and record
+        # the schema as current, so the server's start-up migration leaves it alone.
+        from alembic import command
+
+        from app.store.migrate import alembic_config
+
+        app.extensions["fhirtwin"].db.create_all()
+        command.stamp(alembic_config(f"sqlite:///{path}"), "head")
         app.extensions["fhirtwin"].db.engine.dispose()
         measure_http(path, patients, http_seconds)
 
@@ -155,6 +173,7 @@ def main() -> None:
 
         conftest.PG_URL = args.db
     app = make_app(tmp, "scale")
+    authorize(app)
     client = app.test_client()
     start = time.perf_counter()
     total, patients = 0, []

@@ -4,7 +4,9 @@ stored as hashes, rotated on use, bound to their client."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,8 +76,33 @@ def issue(store: AuthStore, keys: SigningKeys, *, issuer: str, audience: str, cl
     return out
 
 
+_VERIFIED: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()  # (token, audience) -> claims
+_VERIFIED_MAX = 2048
+_verified_lock = threading.Lock()
+
+
 def decode(keys: SigningKeys, token: str, *, issuer: str, audience: str) -> dict[str, Any]:
-    """The claims of one of our own access tokens, signature and audience checked; InvalidToken otherwise."""
+    """The claims of one of our own access tokens, signature and audience checked; InvalidToken
+    otherwise. A token's signature is verified once per process (an RSA verification is most of
+    the cost of a plain read); expiry is checked on every call, revocation by the caller."""
+    key = (token, audience)
+    with _verified_lock:
+        hit = _VERIFIED.get(key)
+        if hit is not None:
+            _VERIFIED.move_to_end(key)
+    if hit is not None and hit["iss"] == issuer:
+        if hit["exp"] <= time.time():
+            raise InvalidToken("The access token has expired")
+        return hit
+    claims = _decode(keys, token, issuer=issuer, audience=audience)
+    with _verified_lock:
+        _VERIFIED[key] = claims
+        while len(_VERIFIED) > _VERIFIED_MAX:
+            _VERIFIED.popitem(last=False)
+    return claims
+
+
+def _decode(keys: SigningKeys, token: str, *, issuer: str, audience: str) -> dict[str, Any]:
     try:
         tok = jwt.decode(token, keys.private, algorithms=[ALG])
     except (JoseError, ValueError, TypeError):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .models import OAuthAssertion, OAuthClient, OAuthToken
@@ -49,6 +49,11 @@ class TokenRow:
     revoked: bool
 
 
+# Built once: every FHIR request looks its token up, so it pays no statement construction.
+_TOKEN_SELECT = select(*(_TOKEN.c[c] for c in TokenRow.__slots__))
+_TOKEN_BY_JTI = _TOKEN_SELECT.where(_TOKEN.c.jti == bindparam("j"))
+
+
 def _client(row: Any) -> ClientRow:
     return ClientRow(row.client_id, row.name, row.kind, row.auth_method, row.secret_hash,
                      tuple(row.redirect_uris.split()), row.launch_uri, tuple(row.grant_types.split()),
@@ -56,7 +61,7 @@ def _client(row: Any) -> ClientRow:
 
 
 def _token(row: Any) -> TokenRow:
-    return TokenRow(*(getattr(row, c) for c in TokenRow.__slots__))
+    return TokenRow(*row)
 
 
 class AuthStore:
@@ -89,11 +94,11 @@ class AuthStore:
         self.conn.execute(insert(_TOKEN).values(**{c: getattr(t, c) for c in TokenRow.__slots__}))
 
     def token(self, jti: str) -> TokenRow | None:
-        row = self.conn.execute(select(_TOKEN).where(_TOKEN.c.jti == jti)).first()
+        row = self.conn.execute(_TOKEN_BY_JTI, {"j": jti}).first()
         return _token(row) if row is not None else None
 
     def token_by_refresh(self, refresh_hash: str) -> TokenRow | None:
-        row = self.conn.execute(select(_TOKEN).where(_TOKEN.c.refresh_hash == refresh_hash)).first()
+        row = self.conn.execute(_TOKEN_SELECT.where(_TOKEN.c.refresh_hash == refresh_hash)).first()
         return _token(row) if row is not None else None
 
     def revoke(self, jti: str) -> None:
