@@ -140,13 +140,12 @@ def measure_existing(path: Path, http_seconds: int = 0) -> None:
     p50, p95, rp50 = measure(client, patients)
     print(f"{len(patients):9d} {total:10d} {'-':>10} {p50:9.2f}ms {p95:5.2f}ms {rp50:7.2f}ms")
     if http_seconds:
-        # The file was made with create_all (no migration history): add newer tables and record
-        # the schema as current, so the server's start-up migration leaves it alone.
+        # The file was made with create_all (no migration history; newer tables were added above):
+        # record the schema as current, so the server's start-up migration leaves it alone.
         from alembic import command
 
         from app.store.migrate import alembic_config
 
-        app.extensions["fhirtwin"].db.create_all()
         command.stamp(alembic_config(f"sqlite:///{path}"), "head")
         app.extensions["fhirtwin"].db.engine.dispose()
         measure_http(path, patients, http_seconds)

@@ -191,8 +191,8 @@ class Server:
             try:
                 if requests.get(f"{self.base}/metadata", timeout=2).status_code == 200:
                     return
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or still starting (first request builds the metadata)
             if self.proc.poll() is not None:
                 break
             time.sleep(0.2)

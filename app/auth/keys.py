@@ -29,7 +29,7 @@ class SigningKeys:
 
     def _load(self) -> None:
         if not self.path.exists():
-            self._write([_new_key()])
+            self._create()
         data = json.loads(self.path.read_text())
         keys = data.get("keys") or []
         if not keys:
@@ -40,6 +40,21 @@ class SigningKeys:
         self.public_jwks = {"keys": [
             {k: v for k, v in RSAKey.import_key(key).as_dict(private=False).items()} for key in keys
         ]}
+
+    def _create(self) -> None:
+        """First start: several worker processes may get here at once. The file is linked into
+        place, which fails if another process was first; then everyone reads the winner's key."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"keys": [_new_key()]}, f, indent=1)
+        try:
+            os.link(tmp, self.path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
 
     def _write(self, keys: list[dict[str, Any]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

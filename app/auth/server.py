@@ -7,7 +7,7 @@ this module supplies the storage hooks, the SMART checks and our JWT access toke
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
@@ -34,9 +34,7 @@ class AuthConfig:
     token_url: str
     known_types: frozenset[str]
     assertion_algs: frozenset[str] = frozenset({"RS384", "ES384"})
-    access_lifetime_s: int = 3600
     backend_lifetime_s: int = BACKEND_MAX_LIFETIME_S
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Client(ClientMixin):  # type: ignore[misc]

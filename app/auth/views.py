@@ -46,38 +46,29 @@ def _with_store(handler: Any) -> Response:
     return resp
 
 
-def _form_only() -> Response | None:
+def _endpoint(run: Any) -> Response:
+    """An OAuth endpoint: form-encoded bodies only (anything else is invalid_request), then the
+    Authlib server on one committed connection."""
     ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
         return _oauth_error("invalid_request", "The request body must be application/x-www-form-urlencoded")
-    return None
+    server = current_app.extensions["fhirtwin_auth"].server
+    return _with_store(lambda: run(server))
 
 
 @bp.post("/auth/token")
 def token() -> Response:
-    bad = _form_only()
-    if bad is not None:
-        return bad
-    server = current_app.extensions["fhirtwin_auth"].server
-    return _with_store(server.create_token_response)
+    return _endpoint(lambda server: server.create_token_response())
 
 
 @bp.post("/auth/introspect")
 def introspect() -> Response:
-    bad = _form_only()
-    if bad is not None:
-        return bad
-    server = current_app.extensions["fhirtwin_auth"].server
-    return _with_store(lambda: server.create_endpoint_response("introspection"))
+    return _endpoint(lambda server: server.create_endpoint_response("introspection"))
 
 
 @bp.post("/auth/revoke")
 def revoke() -> Response:
-    bad = _form_only()
-    if bad is not None:
-        return bad
-    server = current_app.extensions["fhirtwin_auth"].server
-    return _with_store(lambda: server.create_endpoint_response("revocation"))
+    return _endpoint(lambda server: server.create_endpoint_response("revocation"))
 
 
 @bp.get("/auth/jwks")

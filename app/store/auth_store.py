@@ -108,10 +108,6 @@ class AuthStore:
         """A refresh chain and every access token issued along it."""
         self.conn.execute(update(_TOKEN).where(_TOKEN.c.family == family).values(revoked=True))
 
-    def retire_refresh(self, jti: str) -> None:
-        """The refresh token of `jti` was exchanged for a new one (rotation); its access token stays valid."""
-        self.conn.execute(update(_TOKEN).where(_TOKEN.c.jti == jti).values(refresh_hash=None, refresh_expires_us=None))
-
     # ---------------------------------------------------------------- client assertions
 
     def remember_assertion(self, client_id: str, jti: str, expires_us: int, now_us: int) -> bool:

@@ -22,3 +22,4 @@ def test_migrations_match_the_models(tmp_path: Path) -> None:
     engine.dispose()
     assert diff == []
     assert {"resource", "resource_version", "idx_token", "idx_reference", "res_compartment"} <= tables
+
