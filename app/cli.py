@@ -197,12 +197,41 @@ def _clients(args: argparse.Namespace) -> int:
         return 0
     jwks = Path(args.jwks).read_text() if args.jwks else None
     try:
-        c = register_client(app, client_id=args.id, kind=args.kind, name=args.name or args.id, scope=args.scope,
-                            jwks=jwks, jwks_uri=args.jwks_uri)
+        c, secret = register_client(app, client_id=args.id or "", kind=args.kind, name=args.name or args.id,
+                                    scope=args.scope, jwks=jwks, jwks_uri=args.jwks_uri,
+                                    redirect_uris=args.redirect_uri or (), launch_uri=args.launch_uri,
+                                    secret=args.secret)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"registered {c.kind} client {c.client_id} (scope ceiling: {c.scope})")
+    if secret and not args.secret:
+        print(f"client secret (shown once): {secret}")
+    return 0
+
+
+def _users(args: argparse.Namespace) -> int:
+    from app import create_app
+    from app.auth.clients import add_user
+    from app.store.auth_store import AuthStore
+
+    _init_db(quiet=True)
+    app = create_app()
+    if args.action == "list":
+        with app.extensions["fhirtwin"].db.session() as conn:
+            for u in AuthStore(conn).users():
+                print(f"{u.username}\t{u.fhir_user}\t{'admin' if u.admin else ''}\t{u.name}")
+        return 0
+    if not (args.username and args.password and args.fhir_user):
+        print("error: users add needs --username, --password and --fhir-user", file=sys.stderr)
+        return 2
+    try:
+        u = add_user(app, username=args.username, password=args.password, fhir_user=args.fhir_user,
+                     name=args.name, admin=args.admin)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"user {u.username} is {u.fhir_user}")
     return 0
 
 
@@ -278,11 +307,23 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("clients", help="register SMART clients")
     c.add_argument("action", choices=["add", "list"])
     c.add_argument("--id")
-    c.add_argument("--kind", choices=["backend"], default="backend")
+    c.add_argument("--kind", choices=["public", "confidential-symmetric", "confidential-asymmetric", "backend"],
+                   default="backend")
     c.add_argument("--name", default="")
-    c.add_argument("--scope", default="system/*.rs", help="the most this client may be granted")
+    c.add_argument("--scope", help="the most this client may be granted (default: system/*.rs for backend "
+                                   "clients, patient/ user/ and launch scopes for apps)")
     c.add_argument("--jwks", help="file with the client's public JWKS")
     c.add_argument("--jwks-uri", help="URL of the client's public JWKS")
+    c.add_argument("--redirect-uri", action="append", help="an app's redirect URI (repeat for several)")
+    c.add_argument("--launch-uri", help="the app's launch URL (EHR launch)")
+    c.add_argument("--secret", help="confidential-symmetric: the secret (default: a random one, printed once)")
+    u = sub.add_parser("users", help="people who log in to authorize apps")
+    u.add_argument("action", choices=["add", "list"])
+    u.add_argument("--username")
+    u.add_argument("--password")
+    u.add_argument("--fhir-user", help="their FHIR resource, e.g. Practitioner/123 or Patient/abc")
+    u.add_argument("--name", default="")
+    u.add_argument("--admin", action="store_true", help="may launch apps for any patient")
     k = sub.add_parser("keys", help="signing keys")
     k.add_argument("action", choices=["rotate"])
     t = sub.add_parser("token", help="print an access token for local administration")
@@ -298,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         return _demo(args)
     if args.cmd == "clients":
         return _clients(args)
+    if args.cmd == "users":
+        return _users(args)
     if args.cmd == "keys":
         return _keys(args)
     if args.cmd == "token":

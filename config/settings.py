@@ -24,6 +24,12 @@ class BaseConfig:
     SIGNING_KEYS = os.environ.get("FHIRTWIN_SIGNING_KEYS", "")  # private JWKS file; default instance/keys/
     ASSERTION_ALGS = os.environ.get("FHIRTWIN_ASSERTION_ALGS", "RS384 ES384")
     BACKEND_TOKEN_LIFETIME_S = int(os.environ.get("FHIRTWIN_BACKEND_TOKEN_LIFETIME_S", "300"))
+    ACCESS_TOKEN_LIFETIME_S = int(os.environ.get("FHIRTWIN_ACCESS_TOKEN_LIFETIME_S", "3600"))
+    OFFLINE_REFRESH_LIFETIME_S = int(os.environ.get("FHIRTWIN_OFFLINE_REFRESH_LIFETIME_S", str(90 * 86_400)))
+    ONLINE_REFRESH_LIFETIME_S = int(os.environ.get("FHIRTWIN_ONLINE_REFRESH_LIFETIME_S", str(8 * 3600)))
+    LOGIN_SESSION_S = int(os.environ.get("FHIRTWIN_LOGIN_SESSION_S", str(8 * 3600)))
+    # Signs login-session cookies and pending authorizations; default: instance/keys/session-secret.
+    SECRET_KEY = os.environ.get("FHIRTWIN_SECRET_KEY", "") or None
 
     def database_url(self) -> str:
         if self.DATABASE_URL:

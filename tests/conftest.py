@@ -229,7 +229,8 @@ class Server:
         session = requests.Session()
 
         def send(method: str, url: str, headers: dict[str, str], data: Any, params: Any) -> Resp:
-            r = session.request(method, url, headers=headers, data=data, params=params, timeout=300)
+            r = session.request(method, url, headers=headers, data=data, params=params, timeout=300,
+                                allow_redirects=False)
             return Resp(r.status_code, r.headers, r.content)
 
         return FhirClient(self.base, send, system_token(self.app(), self.base, scope) if scope else None)
@@ -281,9 +282,10 @@ class Smart:
     """An authorization-server view of the server under test: its app (to register clients and
     read keys), a FhirClient without a token, and the URLs of the auth endpoints."""
 
-    def __init__(self, app: Any, fhir: FhirClient) -> None:
+    def __init__(self, app: Any, fhir: FhirClient, admin: FhirClient) -> None:
         self.app = app
-        self.fhir = fhir
+        self.fhir = fhir  # no token; keeps cookies like a browser (login sessions)
+        self.admin = admin  # a system/*.cruds token, for setting up data
         self.base = fhir.base
         self.root = fhir.base.removesuffix("/fhir")
         self.token_url = f"{self.root}/auth/token"
@@ -299,10 +301,10 @@ class Smart:
 def smart(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Smart]:
     if MODE == "http":
         srv: Server = request.getfixturevalue("live_server")
-        yield Smart(srv.app(), srv.client(scope=None))
+        yield Smart(srv.app(), srv.client(scope=None), srv.client())
         return
     a = make_app(tmp_path, "s_" + uuid.uuid4().hex[:8])
-    yield Smart(a, inproc_client(a, scope=None))
+    yield Smart(a, inproc_client(a, scope=None), inproc_client(a))
     a.extensions["fhirtwin"].db.dispose()
 
 

@@ -1,16 +1,19 @@
-"""Client registration (CLI now; RFC 7591 dynamic registration builds on the same checks)."""
+"""Client and user registration (the CLI now; RFC 7591 dynamic registration builds on the same checks)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, RSAKey
 
-from app.store.auth_store import AuthStore, ClientRow
+from app.store.auth_store import AuthStore, ClientRow, UserRow
 
 from . import scopes as sc
+from .hashing import hash_secret, random_token
 from .tokens import now_us
 
 
@@ -39,25 +42,88 @@ def _check_jwks(text: str) -> str:
     return json.dumps({"keys": keys})
 
 
-def register_client(app: Any, *, client_id: str, kind: str, name: str, scope: str, jwks: str | None = None,
-                    jwks_uri: str | None = None) -> ClientRow:
-    if not client_id or len(client_id) > 128:
-        raise ValueError("a client id of 1 to 128 characters is required")
-    if kind != "backend":
-        raise ValueError(f"client kind {kind!r} cannot be registered yet")
-    if bool(jwks) == bool(jwks_uri):
-        raise ValueError("a backend client needs exactly one of a JWKS or a JWKS URL")
+APP_KINDS = ("public", "confidential-symmetric", "confidential-asymmetric")
+KINDS = (*APP_KINDS, "backend")
+APP_SCOPE = ("openid fhirUser profile launch launch/patient launch/encounter offline_access online_access "
+             "patient/*.cruds user/*.cruds")
+_METHOD = {"public": "none", "confidential-symmetric": "client_secret_basic",
+           "confidential-asymmetric": "private_key_jwt", "backend": "private_key_jwt"}
+
+
+def _check_uri(uri: str, what: str) -> str:
+    parts = urlsplit(uri)
+    if not parts.scheme or not (parts.netloc or parts.scheme not in ("http", "https")) or parts.fragment:
+        raise ValueError(f"the {what} {uri!r} must be an absolute URI without a fragment")
+    if parts.scheme in ("javascript", "data", "file"):
+        raise ValueError(f"the {what} {uri!r} uses a scheme that cannot be a redirect target")
+    return uri
+
+
+def register_client(app: Any, *, client_id: str, kind: str, name: str, scope: str | None = None,
+                    jwks: str | None = None, jwks_uri: str | None = None, redirect_uris: Sequence[str] = (),
+                    launch_uri: str | None = None, secret: str | None = None) -> tuple[ClientRow, str | None]:
+    """Check and store a client; returns it with its new secret (confidential-symmetric clients,
+    the only time the secret is shown; only its hash is stored)."""
+    if not client_id or len(client_id) > 128 or not all(c.isalnum() or c in "-._~" for c in client_id):
+        raise ValueError("a client id of 1 to 128 letters, digits or -._~ is required")
+    if kind not in KINDS:
+        raise ValueError(f"client kind must be one of {', '.join(KINDS)}")
+    asymmetric = kind in ("backend", "confidential-asymmetric")
+    if asymmetric and bool(jwks) == bool(jwks_uri):
+        raise ValueError(f"a {kind} client needs exactly one of a JWKS or a JWKS URL")
+    if not asymmetric and (jwks or jwks_uri):
+        raise ValueError(f"a {kind} client has no keys (a JWKS is only for private_key_jwt clients)")
     if jwks_uri and not jwks_uri.startswith(("https://", "http://")):
         raise ValueError("the JWKS URL must be http(s)")
+    if kind == "backend":
+        if redirect_uris or launch_uri:
+            raise ValueError("a backend client has no redirect or launch URIs")
+    elif not redirect_uris:
+        raise ValueError(f"a {kind} client needs at least one redirect URI")
+    uris = tuple(_check_uri(u, "redirect URI") for u in redirect_uris)
+    if launch_uri:
+        _check_uri(launch_uri, "launch URI")
+    if kind == "confidential-symmetric":
+        secret = secret or random_token(32)
+        if len(secret) < 16:
+            raise ValueError("a client secret needs at least 16 characters")
+    elif secret:
+        raise ValueError(f"a {kind} client has no secret")
     auth = app.extensions["fhirtwin_auth"]
-    ceiling = sc.grant(scope, allowed_contexts=frozenset({"system"}), known_types=auth.known_types,
-                       non_resource=frozenset())
-    if not ceiling:
-        raise ValueError(f"scope {scope!r} holds no system/ scope this server can grant")
-    row = ClientRow(client_id=client_id, name=name, kind=kind, auth_method="private_key_jwt", secret_hash=None,
-                    redirect_uris=(), launch_uri=None, grant_types=("client_credentials",), scope=" ".join(ceiling),
-                    jwks=_check_jwks(jwks) if jwks else None, jwks_uri=jwks_uri)
+    if kind == "backend":
+        ceiling = sc.grant(scope or "system/*.rs", allowed_contexts=frozenset({"system"}),
+                           known_types=auth.known_types, non_resource=frozenset())
+    else:
+        ceiling = sc.grant(scope or APP_SCOPE, allowed_contexts=frozenset({"patient", "user"}),
+                           known_types=auth.known_types)
+    if not any(sc.parse_scope(s) for s in ceiling):
+        raise ValueError(f"scope {scope!r} holds no resource scope this server can grant a {kind} client")
+    row = ClientRow(client_id=client_id, name=name or client_id, kind=kind, auth_method=_METHOD[kind],
+                    secret_hash=hash_secret(secret) if secret else None, redirect_uris=uris,
+                    launch_uri=launch_uri or None,
+                    grant_types=("client_credentials",) if kind == "backend" else ("authorization_code", "refresh_token"),
+                    scope=" ".join(ceiling), jwks=_check_jwks(jwks) if jwks else None, jwks_uri=jwks_uri)
     with auth.db.session(write=True) as conn:
         AuthStore(conn).add_client(row, now_us())
+        conn.commit()
+    return row, secret
+
+
+FHIR_USER_TYPES = ("Practitioner", "Patient", "RelatedPerson", "Person")
+
+
+def add_user(app: Any, *, username: str, password: str, fhir_user: str, name: str = "", admin: bool = False) -> UserRow:
+    """Create or replace a user who logs in at the authorization server, linked to their FHIR resource."""
+    if not username or len(username) > 200 or any(c.isspace() for c in username):
+        raise ValueError("a user name of 1 to 200 characters without spaces is required")
+    if len(password) < 8:
+        raise ValueError("a password needs at least 8 characters")
+    rtype, _, rid = fhir_user.partition("/")
+    if rtype not in FHIR_USER_TYPES or not rid or "/" in rid:
+        raise ValueError(f"--fhir-user must be Type/id with Type one of {', '.join(FHIR_USER_TYPES)}")
+    row = UserRow(username=username, password_hash=hash_secret(password), fhir_user=fhir_user, name=name, admin=admin)
+    auth = app.extensions["fhirtwin_auth"]
+    with auth.db.session(write=True) as conn:
+        AuthStore(conn).add_user(row, now_us())
         conn.commit()
     return row

@@ -21,6 +21,31 @@ def _new_key() -> dict[str, Any]:
     return dict(key.as_dict(private=True))
 
 
+def create_once(path: Path, content: str) -> None:
+    """Write a secret file unless it exists. On a first start several worker processes may get here
+    at once: the file is linked into place, which fails if another process was first, and then
+    everyone reads the winner's file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(content)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+
+
+def session_secret(path: Path) -> str:
+    """The secret that signs login-session cookies and pending authorization requests (shared by
+    every worker process; created on first start)."""
+    if not path.exists():
+        create_once(path, os.urandom(32).hex())
+    return path.read_text().strip()
+
+
 class SigningKeys:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -42,19 +67,7 @@ class SigningKeys:
         ]}
 
     def _create(self) -> None:
-        """First start: several worker processes may get here at once. The file is linked into
-        place, which fails if another process was first; then everyone reads the winner's key."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"keys": [_new_key()]}, f, indent=1)
-        try:
-            os.link(tmp, self.path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
+        create_once(self.path, json.dumps({"keys": [_new_key()]}, indent=1))
 
     def _write(self, keys: list[dict[str, Any]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
-"""The SMART authorization server on Authlib: token endpoint (client_credentials with
-private_key_jwt for Backend Services), RFC 7662 introspection, RFC 7009 revocation.
+"""The SMART authorization server on Authlib: the server object with its grants (grants.py),
+client authentication (secrets, private_key_jwt), RFC 7662 introspection, RFC 7009 revocation.
 
 Authlib drives the OAuth protocol (grant dispatch, client authentication, error responses);
 this module supplies the storage hooks, the SMART checks and our JWT access tokens."""
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import ClientMixin, TokenMixin
-from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError, InvalidScopeError
-from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
+from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Request, TokenMixin
+from authlib.oauth2.rfc6749.errors import InvalidClientError
+from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import g
@@ -21,20 +21,25 @@ from flask import g
 from app.store.auth_store import AuthStore, ClientRow, TokenRow
 
 from . import assertion as ja
-from . import scopes as sc
 from . import tokens
 from .hashing import check_secret, token_hash
 
-BACKEND_MAX_LIFETIME_S = 300
+SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 
 
 @dataclass
 class AuthConfig:
+    """Per request: the settings and URLs the grants need (the URLs follow the request's host)."""
+
     issuer: str  # the FHIR base URL: token iss and aud, OpenID issuer
     token_url: str
+    style_url: str
     known_types: frozenset[str]
     assertion_algs: frozenset[str] = frozenset({"RS384", "ES384"})
-    backend_lifetime_s: int = BACKEND_MAX_LIFETIME_S
+    backend_lifetime_s: int = 300
+    access_lifetime_s: int = 3600
+    offline_lifetime_s: int = 90 * 86_400
+    online_lifetime_s: int = 8 * 3600
 
 
 class Client(ClientMixin):  # type: ignore[misc]
@@ -58,7 +63,14 @@ class Client(ClientMixin):  # type: ignore[misc]
         return check_secret(client_secret, self.row.secret_hash)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        return method == self.row.auth_method
+        from .grants import PUBLIC_REFRESH
+
+        mine = self.row.auth_method
+        if mine in SECRET_METHODS:  # a secret is accepted in the header or in the body
+            return method in SECRET_METHODS
+        if mine == "none" and method == PUBLIC_REFRESH:
+            return True
+        return method == mine
 
     def check_response_type(self, response_type: str) -> bool:
         return response_type == "code"
@@ -90,41 +102,39 @@ class Token(TokenMixin):  # type: ignore[misc]
         return self.row.revoked
 
 
-def _store() -> AuthStore:
+def current_store() -> AuthStore:
     store: AuthStore = g.auth_store
     return store
 
 
-def _config() -> AuthConfig:
+def current_config() -> AuthConfig:
     cfg: AuthConfig = g.auth_config
     return cfg
 
 
-class BackendServicesGrant(ClientCredentialsGrant):  # type: ignore[misc]
-    """client_credentials for SMART Backend Services: private_key_jwt only, system/ scopes only,
-    at most 5 minutes, no refresh token."""
+class ParamsRequest(OAuth2Request):  # type: ignore[misc]
+    """An authorization request rebuilt from its parameters (carried, signed, through the login
+    and approval pages), so that Authlib validates it again on every step."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS = ["private_key_jwt"]
+    def __init__(self, params: dict[str, str], uri: str, headers: Any) -> None:
+        super().__init__("POST", uri, headers=headers)
+        self.payload = BasicOAuth2Payload(params)
+        self._params = params
 
-    def validate_token_request(self) -> None:
-        scope = self.request.payload.scope
-        if not scope or not scope.strip():
-            raise InvalidRequestError("scope is required")
-        super().validate_token_request()
-        cfg = _config()
-        granted = sc.grant(scope, allowed_contexts=frozenset({"system"}), ceiling=self.request.client.row.scope,
-                           known_types=cfg.known_types, non_resource=frozenset())
-        granted = [s for s in granted if not (p := sc.parse_scope(s)) or not p.filters]
-        if not granted:
-            raise InvalidScopeError("None of the requested scopes can be granted to this client")
-        self.granted = " ".join(granted)
+    @property
+    def args(self) -> dict[str, str]:
+        return self._params
 
-    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
-        cfg = _config()
-        client = self.request.client
-        token = tokens.issue(_store(), g.auth_keys, issuer=cfg.issuer, audience=cfg.issuer, client_id=client.client_id,
-                             scope=self.granted, lifetime_s=min(cfg.backend_lifetime_s, BACKEND_MAX_LIFETIME_S))
-        return 200, token, self.TOKEN_RESPONSE_HEADER
+    @property
+    def form(self) -> dict[str, str]:
+        return self._params
+
+
+class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
+    def create_oauth2_request(self, request: Any) -> OAuth2Request:
+        if isinstance(request, OAuth2Request):
+            return request
+        return super().create_oauth2_request(request)
 
 
 def authenticate_private_key_jwt(query_client: Any, request: Any) -> Client | None:
@@ -154,10 +164,10 @@ def authenticate_private_key_jwt(query_client: Any, request: Any) -> Client | No
             jwks = g.auth_jwks_cache.get(client.row.jwks_uri)
         else:
             raise ja.AssertionError_("the client has no registered keys")
-        cfg = _config()
+        cfg = current_config()
         checked = ja.check(raw, client_id=client_id, jwks=jwks, token_url=cfg.token_url, algorithms=cfg.assertion_algs,
                            header=header, claims=claims)
-        if not _store().remember_assertion(client_id, checked.jti, checked.exp * 1_000_000, tokens.now_us()):
+        if not current_store().remember_assertion(client_id, checked.jti, checked.exp * 1_000_000, tokens.now_us()):
             raise ja.AssertionError_("the assertion's jti was used before")
     except ja.AssertionError_ as e:
         raise InvalidClientError(description=str(e), status_code=401) from None
@@ -165,18 +175,18 @@ def authenticate_private_key_jwt(query_client: Any, request: Any) -> Client | No
 
 
 def _lookup(token_string: str, hint: str | None) -> Token | None:
-    cfg = _config()
+    cfg = current_config()
     if hint in (None, "access_token"):
         try:
             claims = tokens.decode(g.auth_keys, token_string, issuer=cfg.issuer, audience=cfg.issuer)
         except tokens.InvalidToken:
             claims = None
         if claims is not None:
-            row = _store().token(claims["jti"])
+            row = current_store().token(claims["jti"])
             if row is not None:
                 return Token(row, "access_token")
     if hint in (None, "refresh_token"):
-        row = _store().token_by_refresh(token_hash(token_string))
+        row = current_store().token_by_refresh(token_hash(token_string))
         if row is not None:
             return Token(row, "refresh_token")
     return None
@@ -191,9 +201,9 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
     def authenticate_endpoint_client(self, request: Any) -> Any:
         bearer = (request.headers.get("Authorization") or "")
         if bearer[:7].lower() == "bearer ":
-            cfg = _config()
+            cfg = current_config()
             try:
-                ctx = tokens.verify(_store(), g.auth_keys, bearer[7:].strip(), issuer=cfg.issuer, audience=cfg.issuer)
+                ctx = tokens.verify(current_store(), g.auth_keys, bearer[7:].strip(), issuer=cfg.issuer, audience=cfg.issuer)
             except tokens.InvalidToken as e:
                 raise InvalidClientError(description=str(e), status_code=401) from None
             if not any(s.context == "system" and s.rtype == "*" and {"r", "s"} <= s.perms and not s.filters
@@ -214,7 +224,7 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
 
     def introspect_token(self, token: Token) -> dict[str, Any]:
         r = token.row
-        cfg = _config()
+        cfg = current_config()
         out: dict[str, Any] = {
             "active": True, "client_id": r.client_id, "scope": r.scope, "token_type": "Bearer",
             "exp": (r.expires_us if token.kind == "access_token" else (r.refresh_expires_us or 0)) // 1_000_000,
@@ -243,19 +253,25 @@ class Revocation(RevocationEndpoint):  # type: ignore[misc]
 
     def revoke_token(self, token: Token, request: Any) -> None:
         if token.kind == "refresh_token":
-            _store().revoke_family(token.row.family)  # and every access token issued along the chain
+            current_store().revoke_family(token.row.family)  # and every access token issued along the chain
         else:
-            _store().revoke(token.row.jti)
+            current_store().revoke(token.row.jti)
 
 
-def make_server(app: Any) -> AuthorizationServer:
+def make_server(app: Any) -> SmartAuthorizationServer:
+    from . import grants
+
     def query_client(client_id: str) -> Client | None:
-        row = _store().client(client_id)
+        row = current_store().client(client_id)
         return Client(row) if row is not None else None
 
-    server = AuthorizationServer(app, query_client=query_client, save_token=lambda token, request: None)
+    server = SmartAuthorizationServer(app, query_client=query_client, save_token=lambda token, request: None)
     server.register_client_auth_method("private_key_jwt", authenticate_private_key_jwt)
-    server.register_grant(BackendServicesGrant)
+    server.register_client_auth_method(grants.PUBLIC_REFRESH, grants.authenticate_by_refresh_token)
+    server.register_grant(grants.SmartAuthorizationCodeGrant, [grants.SmartCodeChallenge(required=True),
+                                                               grants.SmartAuthorizeChecks()])
+    server.register_grant(grants.SmartRefreshTokenGrant)
+    server.register_grant(grants.BackendServicesGrant)
     server.register_endpoint(Introspection)
     server.register_endpoint(Revocation)
     return server

@@ -8,12 +8,12 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from joserfc import jwt
 from joserfc.errors import JoseError
 
-from app.store.auth_store import AuthStore, TokenRow
+from app.store.auth_store import AuthStore, TokenRow, UserRow
 
 from . import scopes as sc
 from .hashing import random_token, token_hash
@@ -38,15 +38,20 @@ class AccessContext:
     fhir_user: str | None = None
 
 
+class Issued(NamedTuple):
+    body: dict[str, Any]  # the token response fields
+    jti: str
+
+
 def now_us() -> int:
     return time.time_ns() // 1000
 
 
 def issue(store: AuthStore, keys: SigningKeys, *, issuer: str, audience: str, client_id: str, scope: str,
           lifetime_s: int, username: str | None = None, patient: str | None = None, encounter: str | None = None,
-          fhir_user: str | None = None, refresh_lifetime_s: int | None = None, family: str | None = None) -> dict[str, Any]:
+          fhir_user: str | None = None, refresh_lifetime_s: int | None = None, family: str | None = None) -> Issued:
     """Sign an access token (and make a refresh token when `refresh_lifetime_s` is given), record
-    both, and return the token response fields."""
+    both, and return the token response fields with the new token's id."""
     now = now_us()
     jti = random_token(18)
     claims: dict[str, Any] = {
@@ -73,7 +78,22 @@ def issue(store: AuthStore, keys: SigningKeys, *, issuer: str, audience: str, cl
         out["patient"] = patient
     if encounter:
         out["encounter"] = encounter
-    return out
+    return Issued(out, jti)
+
+
+def id_token(keys: SigningKeys, *, issuer: str, client_id: str, user: UserRow, fhir_base: str, nonce: str | None,
+             auth_time: int, lifetime_s: int) -> str:
+    """The OpenID Connect id_token (RS256) of a user, with `fhirUser` as an absolute URL."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": issuer, "sub": user.username, "aud": client_id, "iat": now, "exp": now + lifetime_s,
+        "auth_time": auth_time, "fhirUser": f"{fhir_base}/{user.fhir_user}",
+    }
+    if user.name:
+        claims["name"] = user.name
+    if nonce:
+        claims["nonce"] = nonce
+    return str(jwt.encode({"alg": ALG, "kid": keys.signing_kid, "typ": "JWT"}, claims, keys.private))
 
 
 _VERIFIED: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()  # (token, audience) -> claims

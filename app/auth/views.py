@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -26,24 +28,28 @@ def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) ->
     return Response(orjson.dumps(doc), status=status, headers=headers or {}, content_type="application/json")
 
 
-def _oauth_error(error: str, description: str, status: int = 400) -> Response:
+def oauth_error(error: str, description: str, status: int = 400) -> Response:
     return _json({"error": error, "error_description": description}, status, _NO_STORE)
 
 
-def _with_store(handler: Any) -> Response:
-    """Run an Authlib endpoint on one connection, committed after it answers."""
+@contextmanager
+def auth_context() -> Iterator[AuthStore]:
+    """One committed connection for an authorization-server request, and what the grants need
+    from it (flask.g): the store, keys and this request's settings and URLs."""
     auth = current_app.extensions["fhirtwin_auth"]
     base = fhir_base()
     with auth.db.session(write=True) as conn:
-        g.auth_store = AuthStore(conn)
+        g.auth_store = store = AuthStore(conn)
         g.auth_keys = auth.keys
         g.auth_jwks_cache = auth.jwks_cache
-        g.auth_config = AuthConfig(issuer=base, token_url=discovery.endpoints(base)["token"],
+        ep = discovery.endpoints(base)
+        g.auth_config = AuthConfig(issuer=base, token_url=ep["token"], style_url=ep["style"],
                                    known_types=auth.known_types, assertion_algs=auth.assertion_algs,
-                                   backend_lifetime_s=auth.backend_lifetime_s)
-        resp: Response = handler()
+                                   backend_lifetime_s=auth.backend_lifetime_s,
+                                   access_lifetime_s=auth.access_lifetime_s, offline_lifetime_s=auth.offline_lifetime_s,
+                                   online_lifetime_s=auth.online_lifetime_s)
+        yield store
         conn.commit()
-    return resp
 
 
 def _endpoint(run: Any) -> Response:
@@ -51,9 +57,11 @@ def _endpoint(run: Any) -> Response:
     Authlib server on one committed connection."""
     ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
-        return _oauth_error("invalid_request", "The request body must be application/x-www-form-urlencoded")
+        return oauth_error("invalid_request", "The request body must be application/x-www-form-urlencoded")
     server = current_app.extensions["fhirtwin_auth"].server
-    return _with_store(lambda: run(server))
+    with auth_context():
+        resp: Response = run(server)
+    return resp
 
 
 @bp.post("/auth/token")
@@ -81,3 +89,9 @@ def jwks() -> Response:
 @bp.get("/fhir/.well-known/smart-configuration")
 def smart_configuration() -> Response:
     return _json(discovery.smart_configuration(fhir_base(), current_app.extensions["fhirtwin_auth"].scopes_supported))
+
+
+@bp.get("/fhir/.well-known/openid-configuration")
+def openid_configuration() -> Response:
+    """OpenID discovery under the id_token issuer (the FHIR base)."""
+    return _json(discovery.openid_configuration(fhir_base(), current_app.extensions["fhirtwin_auth"].scopes_supported))

@@ -1,4 +1,5 @@
-"""The authorization server's rows: clients, issued tokens, seen client-assertion ids.
+"""The authorization server's rows: clients, users, authorization codes, EHR launches, issued
+tokens, seen client-assertion ids.
 
 Like ResourceStore it works on the caller's connection and never commits."""
 
@@ -10,11 +11,14 @@ from typing import Any
 from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .models import OAuthAssertion, OAuthClient, OAuthToken
+from .models import OAuthAssertion, OAuthClient, OAuthCode, OAuthLaunch, OAuthToken, OAuthUser
 
 _CLIENT: Table = OAuthClient.__table__  # type: ignore[assignment]
 _TOKEN: Table = OAuthToken.__table__  # type: ignore[assignment]
 _ASSERTION: Table = OAuthAssertion.__table__  # type: ignore[assignment]
+_USER: Table = OAuthUser.__table__  # type: ignore[assignment]
+_CODE: Table = OAuthCode.__table__  # type: ignore[assignment]
+_LAUNCH: Table = OAuthLaunch.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,48 @@ class TokenRow:
     refresh_expires_us: int | None
     family: str
     revoked: bool
+    refresh_used: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    username: str
+    password_hash: str
+    fhir_user: str  # Type/id
+    name: str
+    admin: bool
+
+    @property
+    def kind(self) -> str:
+        return self.fhir_user.split("/", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class CodeRow:
+    code_hash: str
+    client_id: str
+    redirect_uri: str
+    scope: str
+    username: str
+    patient: str | None
+    encounter: str | None
+    code_challenge: str
+    nonce: str | None
+    need_patient_banner: bool
+    auth_time: int
+    expires_us: int
+    used_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchRow:
+    launch_hash: str
+    client_id: str
+    patient: str | None
+    encounter: str | None
+    username: str | None
+    expires_us: int
+    used: bool = False
 
 
 # Built once: every FHIR request looks its token up, so it pays no statement construction.
@@ -88,6 +134,58 @@ class AuthStore:
     def clients(self) -> list[ClientRow]:
         return [_client(r) for r in self.conn.execute(select(_CLIENT).order_by(_CLIENT.c.client_id))]
 
+    # ---------------------------------------------------------------- users
+
+    def user(self, username: str) -> UserRow | None:
+        row = self.conn.execute(select(*(_USER.c[c] for c in UserRow.__slots__)).where(
+            _USER.c.username == username)).first()
+        return UserRow(*row) if row is not None else None
+
+    def add_user(self, u: UserRow, created_us: int) -> None:
+        """Insert, or replace the user of the same name (a new password or link)."""
+        self.conn.execute(delete(_USER).where(_USER.c.username == u.username))
+        self.conn.execute(insert(_USER).values(**{c: getattr(u, c) for c in UserRow.__slots__}, created_us=created_us))
+
+    def users(self) -> list[UserRow]:
+        cols = (_USER.c[c] for c in UserRow.__slots__)
+        return [UserRow(*r) for r in self.conn.execute(select(*cols).order_by(_USER.c.username))]
+
+    # ---------------------------------------------------------------- authorization codes
+
+    def add_code(self, c: CodeRow, now_us: int) -> None:
+        """Record a new code; rows of codes expired a while ago go first (a used code is kept until
+        then, so that its second use is recognised)."""
+        self.conn.execute(delete(_CODE).where(_CODE.c.expires_us < now_us - 600_000_000))
+        self.conn.execute(insert(_CODE).values(**{c_: getattr(c, c_) for c_ in CodeRow.__slots__}))
+
+    def code(self, code_hash: str) -> CodeRow | None:
+        cols = (_CODE.c[c] for c in CodeRow.__slots__)
+        row = self.conn.execute(select(*cols).where(_CODE.c.code_hash == code_hash)).first()
+        return CodeRow(*row) if row is not None else None
+
+    def use_code(self, code_hash: str, family: str) -> bool:
+        """Mark a code used by the token family it was exchanged for; False when it already was
+        (two concurrent exchanges: exactly one wins)."""
+        done = self.conn.execute(update(_CODE).where(_CODE.c.code_hash == code_hash, _CODE.c.used_by.is_(None))
+                                 .values(used_by=family))
+        return bool(done.rowcount == 1)
+
+    # ---------------------------------------------------------------- EHR launches
+
+    def add_launch(self, launch: LaunchRow, now_us: int) -> None:
+        self.conn.execute(delete(_LAUNCH).where(_LAUNCH.c.expires_us < now_us))
+        self.conn.execute(insert(_LAUNCH).values(**{c: getattr(launch, c) for c in LaunchRow.__slots__}))
+
+    def launch(self, launch_hash: str) -> LaunchRow | None:
+        cols = (_LAUNCH.c[c] for c in LaunchRow.__slots__)
+        row = self.conn.execute(select(*cols).where(_LAUNCH.c.launch_hash == launch_hash)).first()
+        return LaunchRow(*row) if row is not None else None
+
+    def use_launch(self, launch_hash: str) -> bool:
+        done = self.conn.execute(update(_LAUNCH).where(_LAUNCH.c.launch_hash == launch_hash, _LAUNCH.c.used.is_(False))
+                                 .values(used=True))
+        return bool(done.rowcount == 1)
+
     # ---------------------------------------------------------------- tokens
 
     def add_token(self, t: TokenRow) -> None:
@@ -100,6 +198,12 @@ class AuthStore:
     def token_by_refresh(self, refresh_hash: str) -> TokenRow | None:
         row = self.conn.execute(_TOKEN_SELECT.where(_TOKEN.c.refresh_hash == refresh_hash)).first()
         return _token(row) if row is not None else None
+
+    def use_refresh(self, jti: str) -> bool:
+        """Mark a refresh token rotated; False when it already was (a concurrent or replayed use)."""
+        done = self.conn.execute(update(_TOKEN).where(_TOKEN.c.jti == jti, _TOKEN.c.refresh_used.is_(False))
+                                 .values(refresh_used=True))
+        return bool(done.rowcount == 1)
 
     def revoke(self, jti: str) -> None:
         self.conn.execute(update(_TOKEN).where(_TOKEN.c.jti == jti).values(revoked=True))

@@ -193,7 +193,56 @@ class OAuthToken(Base):
     refresh_expires_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     family: Mapped[str] = mapped_column(String(64))  # the first jti of a refresh chain
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The refresh token was exchanged (rotated); presenting it again revokes the whole family.
+    refresh_used: Mapped[bool] = mapped_column(Boolean, default=False)
     __table_args__ = (Index("ix_oauth_token_family", "family"),)
+
+
+class OAuthUser(Base):
+    """People who log in at the authorization server: practitioners and patients, each linked to
+    their FHIR resource (`fhir_user`, e.g. Practitioner/123). Passwords are scrypt hashes."""
+
+    __tablename__ = "oauth_user"
+    username: Mapped[str] = mapped_column(String(200), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    fhir_user: Mapped[str] = mapped_column(String(200))  # Type/id, relative to the FHIR base
+    name: Mapped[str] = mapped_column(String(200), default="")
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class OAuthCode(Base):
+    """Authorization codes (stored by hash), single-use and short-lived. A used code keeps its row
+    until it expires, so that a second use is refused and revokes what the first one issued."""
+
+    __tablename__ = "oauth_code"
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    redirect_uri: Mapped[str] = mapped_column(String(1000))
+    scope: Mapped[str] = mapped_column(String(4000))
+    username: Mapped[str] = mapped_column(String(200))
+    patient: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    encounter: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    code_challenge: Mapped[str] = mapped_column(String(128))
+    nonce: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    need_patient_banner: Mapped[bool] = mapped_column(Boolean, default=True)
+    auth_time: Mapped[int] = mapped_column(BigInteger)
+    expires_us: Mapped[int] = mapped_column(BigInteger)
+    used_by: Mapped[str | None] = mapped_column(String(64), nullable=True)  # family of the tokens issued
+    __table_args__ = (Index("ix_oauth_code_exp", "expires_us"),)
+
+
+class OAuthLaunch(Base):
+    """EHR launch contexts: an opaque single-use `launch` value bound to a client, patient and encounter."""
+
+    __tablename__ = "oauth_launch"
+    launch_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    patient: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    encounter: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    username: Mapped[str | None] = mapped_column(String(200), nullable=True)  # who launched (None: admin token)
+    expires_us: Mapped[int] = mapped_column(BigInteger)
+    used: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class OAuthAssertion(Base):
