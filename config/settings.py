@@ -27,6 +27,8 @@ class BaseConfig:
     ACCESS_TOKEN_LIFETIME_S = int(os.environ.get("FHIRTWIN_ACCESS_TOKEN_LIFETIME_S", "3600"))
     OFFLINE_REFRESH_LIFETIME_S = int(os.environ.get("FHIRTWIN_OFFLINE_REFRESH_LIFETIME_S", str(90 * 86_400)))
     ONLINE_REFRESH_LIFETIME_S = int(os.environ.get("FHIRTWIN_ONLINE_REFRESH_LIFETIME_S", str(8 * 3600)))
+    # RFC 7591 registration: "admin" (a system/*.cruds bearer token) or "open" (anyone; demo mode).
+    REGISTRATION = os.environ.get("FHIRTWIN_REGISTRATION", "admin")
     LOGIN_SESSION_S = int(os.environ.get("FHIRTWIN_LOGIN_SESSION_S", str(8 * 3600)))
     # Signs login-session cookies and pending authorizations; default: instance/keys/session-secret.
     SECRET_KEY = os.environ.get("FHIRTWIN_SECRET_KEY", "") or None
@@ -38,11 +40,12 @@ class BaseConfig:
 
 
 class DevConfig(BaseConfig):
-    pass
+    REGISTRATION = os.environ.get("FHIRTWIN_REGISTRATION", "open")  # `make run` is demo mode
 
 
 class TestConfig(BaseConfig):
     TESTING = True
+    REGISTRATION = os.environ.get("FHIRTWIN_REGISTRATION", "open")
 
 
 class ProdConfig(BaseConfig):

@@ -50,12 +50,18 @@ _METHOD = {"public": "none", "confidential-symmetric": "client_secret_basic",
            "confidential-asymmetric": "private_key_jwt", "backend": "private_key_jwt"}
 
 
-def _check_uri(uri: str, what: str) -> str:
+class InvalidRedirectUri(ValueError):
+    """A redirect or launch URI that cannot be registered (RFC 7591 invalid_redirect_uri)."""
+
+
+def _check_uri(uri: Any, what: str) -> str:
+    if not isinstance(uri, str):
+        raise InvalidRedirectUri(f"the {what} must be a string")
     parts = urlsplit(uri)
     if not parts.scheme or not (parts.netloc or parts.scheme not in ("http", "https")) or parts.fragment:
-        raise ValueError(f"the {what} {uri!r} must be an absolute URI without a fragment")
+        raise InvalidRedirectUri(f"the {what} {uri!r} must be an absolute URI without a fragment")
     if parts.scheme in ("javascript", "data", "file"):
-        raise ValueError(f"the {what} {uri!r} uses a scheme that cannot be a redirect target")
+        raise InvalidRedirectUri(f"the {what} {uri!r} uses a scheme that cannot be a redirect target")
     return uri
 
 
@@ -79,7 +85,7 @@ def register_client(app: Any, *, client_id: str, kind: str, name: str, scope: st
         if redirect_uris or launch_uri:
             raise ValueError("a backend client has no redirect or launch URIs")
     elif not redirect_uris:
-        raise ValueError(f"a {kind} client needs at least one redirect URI")
+        raise InvalidRedirectUri(f"a {kind} client needs at least one redirect URI")
     uris = tuple(_check_uri(u, "redirect URI") for u in redirect_uris)
     if launch_uri:
         _check_uri(launch_uri, "launch URI")
@@ -107,6 +113,61 @@ def register_client(app: Any, *, client_id: str, kind: str, name: str, scope: st
         AuthStore(conn).add_client(row, now_us())
         conn.commit()
     return row, secret
+
+
+_KIND_BY_METHOD = {"none": "public", "client_secret_basic": "confidential-symmetric",
+                   "client_secret_post": "confidential-symmetric", "private_key_jwt": "confidential-asymmetric"}
+
+
+def register_dynamic(app: Any, metadata: Any) -> dict[str, Any]:
+    """RFC 7591 client registration from JSON metadata: client_name, redirect_uris, launch_uri,
+    grant_types, token_endpoint_auth_method, jwks or jwks_uri, scope (the client's ceiling).
+    Unknown members are ignored; bad ones raise ValueError (InvalidRedirectUri for URIs)."""
+    if not isinstance(metadata, dict):
+        raise ValueError("the registration request must be a JSON object")
+    method = metadata.get("token_endpoint_auth_method", "client_secret_basic")
+    if method not in _KIND_BY_METHOD:
+        raise ValueError(f"token_endpoint_auth_method must be one of {', '.join(_KIND_BY_METHOD)}")
+    backend = method == "private_key_jwt" and not metadata.get("redirect_uris")
+    grants = metadata.get("grant_types", ["client_credentials"] if backend else ["authorization_code", "refresh_token"])
+    if not isinstance(grants, list) or not grants or not all(isinstance(x, str) for x in grants):
+        raise ValueError("grant_types must be a non-empty array of strings")
+    if "client_credentials" in grants:
+        if set(grants) != {"client_credentials"} or method != "private_key_jwt":
+            raise ValueError("a client_credentials (backend) client uses private_key_jwt and no other grant")
+        kind = "backend"
+    else:
+        if not set(grants) <= {"authorization_code", "refresh_token"} or "authorization_code" not in grants:
+            raise ValueError("grant_types may hold authorization_code and refresh_token (or client_credentials alone)")
+        kind = _KIND_BY_METHOD[method]
+    uris = metadata.get("redirect_uris", [])
+    if not isinstance(uris, list):
+        raise InvalidRedirectUri("redirect_uris must be an array of URIs")
+    for key in ("client_name", "launch_uri", "jwks_uri", "scope"):
+        if key in metadata and not isinstance(metadata[key], str):
+            raise ValueError(f"{key} must be a string")
+    jwks = metadata.get("jwks")
+    if jwks is not None and not isinstance(jwks, dict):
+        raise ValueError("jwks must be a JWK Set object")
+    client_id = random_token(16)
+    row, secret = register_client(
+        app, client_id=client_id, kind=kind, name=metadata.get("client_name") or "", scope=metadata.get("scope"),
+        jwks=json.dumps(jwks) if jwks is not None else None, jwks_uri=metadata.get("jwks_uri"), redirect_uris=uris,
+        launch_uri=metadata.get("launch_uri"))
+    out: dict[str, Any] = {
+        "client_id": row.client_id, "client_id_issued_at": now_us() // 1_000_000, "client_name": row.name,
+        "grant_types": list(row.grant_types), "token_endpoint_auth_method": method, "scope": row.scope,
+        "redirect_uris": list(row.redirect_uris),
+    }
+    if row.launch_uri:
+        out["launch_uri"] = row.launch_uri
+    if row.jwks_uri:
+        out["jwks_uri"] = row.jwks_uri
+    if row.jwks:
+        out["jwks"] = json.loads(row.jwks)
+    if secret:
+        out["client_secret"], out["client_secret_expires_at"] = secret, 0
+    return out
 
 
 FHIR_USER_TYPES = ("Practitioner", "Patient", "RelatedPerson", "Person")

@@ -51,6 +51,7 @@ def endpoints(fhir_base: str) -> dict[str, str]:
         "introspect": f"{root}/auth/introspect",
         "revoke": f"{root}/auth/revoke",
         "jwks": f"{root}/auth/jwks",
+        "register": f"{root}/auth/register",
         "style": f"{root}/auth/smart-style.json",
         "launch": f"{root}/auth/ehr-launch",
     }
@@ -65,6 +66,7 @@ def smart_configuration(fhir_base: str, scopes_supported: list[str]) -> dict[str
         "token_endpoint": ep["token"],
         "introspection_endpoint": ep["introspect"],
         "revocation_endpoint": ep["revoke"],
+        "registration_endpoint": ep["register"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "token_endpoint_auth_methods_supported": AUTH_METHODS,
         "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
@@ -105,5 +107,6 @@ def security_extension(fhir_base: str) -> dict[str, Any]:
             {"url": "token", "valueUri": ep["token"]},
             {"url": "introspect", "valueUri": ep["introspect"]},
             {"url": "revoke", "valueUri": ep["revoke"]},
+            {"url": "register", "valueUri": ep["register"]},
         ]}],
     }

@@ -11,7 +11,8 @@ from flask import Blueprint, Response, current_app, g, request
 
 from app.store.auth_store import AuthStore
 
-from . import discovery
+from . import discovery, tokens
+from . import scopes as sc
 from .server import AuthConfig
 
 bp = Blueprint("auth", __name__)
@@ -77,6 +78,49 @@ def introspect() -> Response:
 @bp.post("/auth/revoke")
 def revoke() -> Response:
     return _endpoint(lambda server: server.create_endpoint_response("revocation"))
+
+
+def admin_bearer(store: AuthStore, what: str) -> Response | None:
+    """None when the request carries a live token with system/*.cruds (an administrator's), else
+    the OAuth error response to send."""
+    auth = current_app.extensions["fhirtwin_auth"]
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() != "bearer ":
+        return oauth_error("invalid_token", f"{what} needs an administrator's bearer token", 401)
+    base = fhir_base()
+    try:
+        ctx = tokens.verify(store, auth.keys, header[7:].strip(), issuer=base, audience=base)
+    except tokens.InvalidToken as e:
+        return oauth_error("invalid_token", str(e), 401)
+    if not any(s.context == "system" and s.rtype == "*" and s.perms == frozenset(sc.PERMS) and not s.filters
+               for s in ctx.scopes):
+        return oauth_error("insufficient_scope", f"{what} needs a token with system/*.cruds", 403)
+    return None
+
+
+@bp.post("/auth/register")
+def register() -> Response:
+    """RFC 7591 dynamic client registration: open, or for administrators only (FHIRTWIN_REGISTRATION)."""
+    from .clients import InvalidRedirectUri, register_dynamic
+
+    if (request.headers.get("Content-Type") or "").split(";")[0].strip().lower() != "application/json":
+        return oauth_error("invalid_client_metadata", "The registration request must be application/json")
+    if current_app.config.get("REGISTRATION", "admin") != "open":
+        with auth_context() as store:
+            refused = admin_bearer(store, "Client registration")
+        if refused is not None:
+            return refused
+    try:
+        metadata = orjson.loads(request.get_data())
+    except orjson.JSONDecodeError:
+        return oauth_error("invalid_client_metadata", "The body is not JSON")
+    try:
+        out = register_dynamic(current_app, metadata)
+    except InvalidRedirectUri as e:
+        return oauth_error("invalid_redirect_uri", str(e))
+    except ValueError as e:
+        return oauth_error("invalid_client_metadata", str(e))
+    return _json(out, 201, _NO_STORE)
 
 
 @bp.get("/auth/jwks")

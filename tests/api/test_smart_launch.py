@@ -500,3 +500,95 @@ def test_n14_n15_n16_refresh_refusals(world: World) -> None:
 def test_online_access_gets_a_refresh_token(world: World) -> None:
     t = world.token("user/Patient.rs online_access")
     assert t["refresh_token"] and _refresh(world, t["refresh_token"]).status_code == 200
+
+
+# ----------------------------------------------------------------------------- RFC 7591 registration
+
+def _register(smart: Any, metadata: Any, token: str | None = None) -> Any:
+    import orjson
+
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    body = metadata if isinstance(metadata, bytes) else orjson.dumps(metadata)
+    return smart.fhir.request("POST", f"{smart.root}/auth/register", data=body, headers=headers)
+
+
+def test_dynamic_registration_of_a_public_app_that_then_launches(world: World) -> None:
+    smart = world.smart
+    conf = smart.fhir.get(".well-known/smart-configuration").json()
+    assert conf["registration_endpoint"] == f"{smart.root}/auth/register"
+    r = _register(smart, {"client_name": "Registered app", "redirect_uris": [REDIRECT], "launch_uri": LAUNCH_URI,
+                          "token_endpoint_auth_method": "none", "scope": "openid fhirUser user/Patient.rs",
+                          "software_statement_extra": {"ignored": True}})
+    assert r.status_code == 201, r.text
+    c = r.json()
+    assert c["client_id"] and "client_secret" not in c and c["redirect_uris"] == [REDIRECT]
+    assert c["grant_types"] == ["authorization_code", "refresh_token"] and c["scope"] == "openid fhirUser user/Patient.rs"
+    # The registered scope is the ceiling: more is not granted.
+    t = world.token("openid fhirUser user/*.rs", client=c["client_id"])
+    assert t["scope"] == "openid fhirUser user/Patient.rs"
+
+
+def test_dynamic_registration_of_a_confidential_app(world: World) -> None:
+    r = _register(world.smart, {"client_name": "Secret app", "redirect_uris": [REDIRECT]})
+    assert r.status_code == 201, r.text
+    c = r.json()
+    assert c["token_endpoint_auth_method"] == "client_secret_basic" and len(c["client_secret"]) >= 32
+    assert c["client_secret_expires_at"] == 0
+    flow = world.login("user/Patient.rs", client=c["client_id"])
+    assert exchange(world.smart, flow, c["client_id"], secret=c["client_secret"]).status_code == 200
+
+
+def test_dynamic_registration_of_a_backend_client(smart: Any) -> None:
+    from joserfc.jwk import ECKey
+
+    key = ECKey.generate_key("P-384", parameters={"kid": "k1"}, private=True)
+    r = _register(smart, {"client_name": "Engine", "token_endpoint_auth_method": "private_key_jwt",
+                          "jwks": {"keys": [key.as_dict(private=False)]}, "scope": "system/*.rs"})
+    assert r.status_code == 201, r.text
+    assert r.json()["grant_types"] == ["client_credentials"] and r.json()["jwks"]["keys"][0]["kid"] == "k1"
+
+
+@pytest.mark.parametrize(("metadata", "error"), [
+    ({"redirect_uris": ["https://app.example.org/cb#frag"]}, "invalid_redirect_uri"),
+    ({"redirect_uris": ["not a uri"]}, "invalid_redirect_uri"),
+    ({"redirect_uris": "https://app.example.org/cb"}, "invalid_redirect_uri"),
+    ({"token_endpoint_auth_method": "none"}, "invalid_redirect_uri"),
+    ({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "magic"}, "invalid_client_metadata"),
+    ({"redirect_uris": [REDIRECT], "grant_types": ["implicit"]}, "invalid_client_metadata"),
+    ({"redirect_uris": [REDIRECT], "grant_types": ["client_credentials"]}, "invalid_client_metadata"),
+    ({"redirect_uris": [REDIRECT], "scope": "system/*.rs"}, "invalid_client_metadata"),
+    ({"redirect_uris": [REDIRECT], "client_name": 7}, "invalid_client_metadata"),
+    ({"token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [{"kty": "oct", "kid": "x", "k": "AA"}]}},
+     "invalid_client_metadata"),
+    ([1, 2], "invalid_client_metadata"),
+    (b"{not json", "invalid_client_metadata"),
+])
+def test_bad_registration_metadata(smart: Any, metadata: Any, error: str) -> None:
+    r = _register(smart, metadata)
+    assert r.status_code == 400 and r.json()["error"] == error and r.json()["error_description"]
+
+
+def test_registration_for_administrators_only(tmp_path: Any) -> None:
+    from app import create_app
+    from app.auth import internal_token
+    from config.settings import TestConfig
+    from tests.conftest import Smart, database_url, inproc_client
+
+    class Cfg(TestConfig):
+        INSTANCE_DIR = tmp_path
+        DATABASE_URL = database_url(tmp_path, "reg_admin")
+        REGISTRATION = "admin"
+
+    app = create_app(Cfg())
+    app.extensions["fhirtwin"].db.create_all()
+    try:
+        smart = Smart(app, inproc_client(app, scope=None), inproc_client(app))
+        meta = {"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}
+        assert _register(smart, meta).status_code == 401
+        reader = internal_token(app, smart.base, scope="system/*.rs", lifetime_s=600)
+        assert _register(smart, meta, reader).status_code == 403
+        assert _register(smart, meta, smart.admin.token).status_code == 201
+    finally:
+        app.extensions["fhirtwin"].db.dispose()
