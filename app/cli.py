@@ -280,13 +280,56 @@ def _demo(args: argparse.Namespace) -> int:
                     scope="system/*.cruds", jwks=orjson.dumps({"keys": [key.as_dict(private=False)]}).decode())
     base = f"http://{args.host}:{args.port}/fhir"
     token = internal_token(app, base, scope="system/*.cruds", lifetime_s=8 * 3600, client_id="fhirtwin-admin")
+    clinician, patient = _demo_people(app, base, token)
+    root = base.removesuffix("/fhir")
+    app_redirect = f"http://{args.host}:9000/callback"
+    register_client(app, client_id="demo-app", kind="public", name="Demo SMART app",
+                    redirect_uris=[app_redirect, "http://localhost:9000/callback"],
+                    launch_uri=f"http://{args.host}:9000/launch")
+    people = f"demo-clinician / {DEMO_PASSWORD}  ({clinician})"
+    if patient:
+        people += f"\n                       demo-patient / {DEMO_PASSWORD}  ({patient})"
     print(f"""
 fhirtwin demo credentials
+  SMART app client id: demo-app   (public, PKCE; redirect {app_redirect}, launch http://{args.host}:9000/launch)
+  users (log in at the authorize page):
+                       {people}
   backend client id:   demo-backend   (private_key_jwt, RS384; private key: {key_file})
-  token endpoint:      http://{args.host}:{args.port}/auth/token
+  discovery:           {base}/.well-known/smart-configuration
+  register an app:     curl -X POST -H 'Content-Type: application/json' {root}/auth/register \\
+                         -d '{{"client_name":"My app","redirect_uris":["http://localhost:9000/cb"],"token_endpoint_auth_method":"none"}}'
   admin token (8 h):   curl -H "Authorization: Bearer {token}" '{base}/Patient?_count=1'
 """, file=sys.stderr)
     return 0
+
+
+DEMO_PASSWORD = "fhirtwin-demo"
+
+
+def _demo_people(app: Any, base: str, token: str) -> tuple[str, str | None]:
+    """Demo users: a clinician linked to a Practitioner (created when the data has none) and a
+    patient linked to the first Patient, if any. Goes through the FHIR API like any client."""
+    from app.auth.clients import add_user
+
+    tc = app.test_client()
+    host = base.split("://", 1)[1].split("/", 1)[0]
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json", "Host": host}
+
+    def first(rtype: str) -> str | None:
+        r = tc.get(f"/fhir/{rtype}?_count=1&_sort=_id", headers=headers)
+        entries = (r.get_json() or {}).get("entry") or []
+        return f"{rtype}/{entries[0]['resource']['id']}" if entries else None
+
+    clinician = first("Practitioner")
+    if clinician is None:
+        body = {"resourceType": "Practitioner", "id": "demo-clinician", "name": [{"family": "Demo", "given": ["Clinician"]}]}
+        tc.put("/fhir/Practitioner/demo-clinician", json=body, headers={**headers, "Content-Type": "application/fhir+json"})
+        clinician = "Practitioner/demo-clinician"
+    add_user(app, username="demo-clinician", password=DEMO_PASSWORD, fhir_user=clinician, name="Demo Clinician")
+    patient = first("Patient")
+    if patient:
+        add_user(app, username="demo-patient", password=DEMO_PASSWORD, fhir_user=patient, name="Demo Patient")
+    return clinician, patient
 
 
 def main(argv: list[str] | None = None) -> int:

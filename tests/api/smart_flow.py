@@ -143,10 +143,10 @@ class Flow:
 
 def log_in_and_approve(smart: Any, browser: Browser, client_id: str, scope: str, *, username: str, password: str,
                        patient: str | None = None, launch: str | None = None, scopes: list[str] | None = None,
-                       post: bool = False) -> Flow:
+                       post: bool = False, redirect_uri: str = REDIRECT) -> Flow:
     verifier, challenge = pkce()
     state = uuid.uuid4().hex
-    url = authorize_url(smart, client_id, scope, challenge, state=state, launch=launch)
+    url = authorize_url(smart, client_id, scope, challenge, state=state, launch=launch, redirect_uri=redirect_uri)
     if post:
         action, _, query = url.partition("?")
         r = smart.fhir.request("POST", action, data=query,

@@ -85,3 +85,47 @@ def test_cli_parallel_load_matches_the_files(tmp_path: Path) -> None:
         got = c.execute(sa.text("SELECT count(*) FROM resource WHERE rtype = 'Observation' AND NOT deleted")).scalar()
     eng.dispose()
     assert got == want_obs
+
+
+def test_cli_users_clients_and_demo_credentials_work_at_the_authorize_page(tmp_path: Path) -> None:
+    from app import create_app
+    from config.settings import TestConfig
+    from tests.api.smart_flow import REDIRECT, Browser, exchange, log_in_and_approve
+    from tests.conftest import Smart, inproc_client
+
+    env = dict(os.environ, FHIRTWIN_INSTANCE=str(tmp_path), DATABASE_URL=database_url(tmp_path, "cliauth"))
+    assert _cli(env, "db", "init").returncode == 0
+    r = _cli(env, "users", "add", "--username", "nurse", "--password", "short", "--fhir-user", "Practitioner/p1")
+    assert r.returncode == 2 and "8 characters" in r.stderr
+    r = _cli(env, "users", "add", "--username", "nurse", "--password", "nurse-password", "--fhir-user", "Nurse/p1")
+    assert r.returncode == 2 and "Type/id" in r.stderr
+    r = _cli(env, "users", "add", "--username", "nurse", "--password", "nurse-password", "--fhir-user",
+             "Practitioner/p1", "--name", "Nora Nurse")
+    assert r.returncode == 0, r.stderr
+    assert "nurse\tPractitioner/p1" in _cli(env, "users", "list").stdout
+    r = _cli(env, "clients", "add", "--id", "cli-app", "--kind", "confidential-symmetric", "--redirect-uri", REDIRECT)
+    assert r.returncode == 0, r.stderr
+    secret = r.stdout.split("client secret (shown once): ")[1].split()[0]
+    r = _cli(env, "clients", "add", "--id", "cli-bad", "--kind", "public")
+    assert r.returncode == 2 and "redirect URI" in r.stderr
+    r = _cli(env, "demo")
+    assert r.returncode == 0 and "demo-app" in r.stderr and "demo-clinician / fhirtwin-demo" in r.stderr
+
+    class Cfg(TestConfig):
+        INSTANCE_DIR = tmp_path
+        DATABASE_URL = env["DATABASE_URL"]
+
+    app = create_app(Cfg())
+    try:
+        smart = Smart(app, inproc_client(app, scope=None), inproc_client(app))
+        flow = log_in_and_approve(smart, Browser(smart), "cli-app", "openid fhirUser user/*.rs", username="nurse",
+                                  password="nurse-password")
+        t = exchange(smart, flow, "cli-app", secret=secret)
+        assert t.status_code == 200 and t.json()["scope"] == "openid fhirUser user/*.rs"
+        fresh = Smart(app, inproc_client(app, scope=None), smart.admin)  # another browser: nobody logged in
+        flow = log_in_and_approve(fresh, Browser(fresh), "demo-app", "openid fhirUser user/*.rs",
+                                  username="demo-clinician", password="fhirtwin-demo",
+                                  redirect_uri="http://127.0.0.1:9000/callback")
+        assert exchange(fresh, flow, "demo-app", redirect_uri="http://127.0.0.1:9000/callback").status_code == 200
+    finally:
+        app.extensions["fhirtwin"].db.dispose()
