@@ -1,6 +1,6 @@
 """REST benchmark over HTTP: gunicorn (one sync worker) pinned to core 0, wrk pinned to core 1.
 
-    .venv/bin/python bench/rest.py [--db URL] [--seconds 10] [--workers 1]
+    .venv/bin/python bench/rest.py [--db URL] [--seconds 10] [--workers 1] [--threads 4]
 
 Loads the shared Synthea bundles into a fresh database, then measures `GET Patient/{id}` and
 `GET Observation?patient=..&code=..` at 16 connections (throughput) and 1 connection (latency).
@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--db", default="")
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=4, help="per worker; 1 = gunicorn's sync worker (no keep-alive)")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (apt-get install wrk)")
@@ -59,7 +60,8 @@ def main() -> None:
     files = [str(f) for f in synthea_files()]
     subprocess.run([sys.executable, "-m", "app.cli", "load", *files], cwd=ROOT, env=env, check=True,
                    stderr=subprocess.DEVNULL)
-    srv = Server(tmp, "rest_server", workers=args.workers, extra_env={"DATABASE_URL": url})
+    srv = Server(tmp, "rest_server", workers=args.workers,
+                 extra_env={"DATABASE_URL": url, "FHIRTWIN_THREADS": str(args.threads)})
     try:
         subprocess.run(["taskset", "-acp", "0", str(srv.proc.pid)], check=True, capture_output=True)
         for child in subprocess.run(["pgrep", "-P", str(srv.proc.pid)], capture_output=True, text=True).stdout.split():
@@ -75,7 +77,8 @@ def main() -> None:
             "search Observation?patient&code": f"{srv.base}/Observation?patient={pid}&code=http://loinc.org|4548-4",
         }
         kind = "PostgreSQL" if args.db else "SQLite"
-        print(f"{kind}, {args.workers} worker(s) on core 0, wrk on core 1, {args.seconds} s each")
+        print(f"{kind}, {args.workers} worker(s) x {args.threads} thread(s) on core 0, wrk on core 1, "
+              f"{args.seconds} s each")
         for name, u in targets.items():
             assert s.get(u).status_code == 200
             rps, _, _, err16 = wrk(u, 16, args.seconds, script, srv.headers())

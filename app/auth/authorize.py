@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 import orjson
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import Blueprint, Response, current_app, redirect, render_template, request, session
+from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.datastructures import MultiDict
 
@@ -319,8 +320,19 @@ def smart_style() -> Response:
                     headers={"Cache-Control": "public, max-age=3600"})
 
 
+class AuthPagesSession(SecureCookieSessionInterface):
+    """The login-session cookie exists for the authorization pages only: FHIR requests never open
+    it (no signature check per API call, no cookie-borne authority on /fhir)."""
+
+    def open_session(self, app: Any, request: Any) -> Any:
+        if not request.path.startswith("/auth/"):
+            return None  # Flask substitutes a null session, which is never saved
+        return super().open_session(app, request)
+
+
 def init_app(app: Any, secret: str) -> None:
     app.secret_key = secret
+    app.session_interface = AuthPagesSession()
     app.config.setdefault("SESSION_COOKIE_NAME", "fhirtwin_session")
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
     app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")

@@ -134,7 +134,7 @@ def test_standalone_launch_with_picker_gives_a_complete_token_response(world: Wo
     flow = world.login("launch/patient openid fhirUser offline_access user/*.rs", patient=world.patient)
     assert [_fields(p) & {"password", "choose", "approve"} for p in flow.pages[:3]] == [
         {"password"}, {"choose"}, {"approve"}]
-    assert "Picker" in flow.pages[1].html  # the picker lists patients by name
+    assert "Patient/" in flow.pages[1].html  # the picker lists patients
     assert flow.params["state"] == flow.state and "code" in flow.params and "error" not in flow.params
     assert all(c.isalnum() or c in "-_" for c in flow.params["code"])
     r = exchange(smart, flow, world.public)
@@ -164,6 +164,20 @@ def test_standalone_launch_with_picker_gives_a_complete_token_response(world: Wo
     assert intro["active"] is True and intro["patient"] == world.patient and intro["sub"] == c["sub"]
     assert intro["fhirUser"] == f"Practitioner/{world.practitioner}"
     assert set(intro["scope"].split()) == set(t["scope"].split())
+
+
+def test_the_picker_finds_patients_by_name(world: World) -> None:
+    browser = _fresh_browser(world)
+    _, challenge = pkce()
+    page = browser.get(authorize_url(world.smart, world.public, "launch/patient user/*.rs", challenge))
+    page = browser.submit(page.form_with("password"), {"username": world.doc, "password": PASSWORD})
+    family = world.smart.admin.get(f"Patient/{world.patient}").json()["name"][0]["family"]
+    found = browser.submit(page.form_with("find"), {"q": family}, button="find")
+    choose = found.form_with("choose")
+    assert ("patient", world.patient) in choose.fields and f"Ann {family}" in found.html
+    assert world.other not in found.html
+    unknown = browser.submit(choose, {"patient": "no-such-patient"}, button="choose")
+    assert unknown.status == 200 and "No patient with that id" in unknown.html and unknown.location is None
 
 
 def test_authorize_by_form_post_and_a_confidential_client(world: World) -> None:
