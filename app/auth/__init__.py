@@ -69,7 +69,7 @@ def init_app(app: Any, db: Any, known_types: frozenset[str]) -> Auth:
 
 
 def internal_token(app: Any, fhir_base: str, *, scope: str = "system/*.cruds", lifetime_s: int = 86_400,
-                   client_id: str = "fhirtwin-cli") -> str:
+                   client_id: str = "fhirtwin-cli", patient: str | None = None) -> str:
     """A real access token (signed, recorded) for the server's own local tools: `fhirtwin load`,
     the test suite, the benchmarks. Whoever can call this can read the keys and the database."""
     from app.store.auth_store import AuthStore
@@ -80,6 +80,6 @@ def internal_token(app: Any, fhir_base: str, *, scope: str = "system/*.cruds", l
     base = str(app.config.get("PUBLIC_URL") or fhir_base).rstrip("/")
     with auth.db.session(write=True) as conn:
         tok = tokens.issue(AuthStore(conn), auth.keys, issuer=base, audience=base, client_id=client_id, scope=scope,
-                           lifetime_s=lifetime_s)
+                           lifetime_s=lifetime_s, patient=patient)
         conn.commit()
     return str(tok.body["access_token"])

@@ -38,11 +38,31 @@ class ResourceScope:
 
 
 @dataclass(frozen=True, slots=True)
+class Grant:
+    """One way a token reaches resources of a type: those in its patient's compartment (`patient`)
+    and matching every (search parameter, value) of `filters` (a granular scope; () for none)."""
+
+    patient: bool
+    filters: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
     reason: str
-    filters: tuple[tuple[tuple[str, str], ...], ...]  # () unrestricted; else an OR of AND-ed filter sets
-    patient: bool  # allowed only through patient/ scopes (confined to the patient's compartment)
+    # () when allowed without restriction (or not at all); else the resources reachable through
+    # any of these grants (an OR of grants, each an AND of its compartment and filters).
+    grants: tuple[Grant, ...] = ()
+
+    @property
+    def patient(self) -> bool:
+        """Some of the access is confined to the patient's compartment."""
+        return any(g.patient for g in self.grants)
+
+    @property
+    def filters(self) -> tuple[tuple[tuple[str, str], ...], ...]:
+        """The filter sets of the grants that have one."""
+        return tuple(g.filters for g in self.grants if g.filters)
 
 
 def split(scope_string: str) -> list[str]:
@@ -160,14 +180,24 @@ def allows(scopes: Sequence[ResourceScope], interaction: str, rtype: str) -> Dec
     perm = INTERACTION_PERM[interaction]
     matching = [s for s in scopes if s.rtype in ("*", rtype) and perm in s.perms]
     if any(s.context != "patient" and not s.filters for s in matching):
-        return Decision(True, f"{interaction} of {rtype} granted", (), False)
-    if any(s.context == "patient" and not s.filters for s in matching):
-        return Decision(True, f"{interaction} of {rtype} granted in the patient's compartment", (), True)
-    if matching:
-        filters = tuple(dict.fromkeys(s.filters for s in matching))
-        return Decision(True, f"{interaction} of {rtype} granted for some resources", filters,
-                        all(s.context == "patient" for s in matching))
-    return Decision(False, f"The token's scopes do not allow {interaction} of {rtype}", (), False)
+        return Decision(True, f"{interaction} of {rtype} granted")
+    if not matching:
+        return Decision(False, f"The token's scopes do not allow {interaction} of {rtype}")
+    grants = {Grant(s.context == "patient", s.filters) for s in matching}
+    # A grant is redundant when a wider one is there: the same filters outside the compartment,
+    # or the whole compartment.
+    kept = tuple(sorted(
+        (g for g in grants
+         if not (g.patient and (Grant(False, g.filters) in grants or (g.filters and Grant(True) in grants)))),
+        key=lambda g: (not g.patient, g.filters)))
+    if kept == (Grant(True),):
+        return Decision(True, f"{interaction} of {rtype} granted in the patient's compartment", kept)
+    return Decision(True, f"{interaction} of {rtype} granted for some resources", kept)
+
+
+def unrestricted(scopes: Sequence[ResourceScope], perm: str) -> bool:
+    """Whether `perm` is granted on every type without confinement (a plain `user/*` or `system/*` scope)."""
+    return any(s.rtype == "*" and perm in s.perms and not s.filters and s.context != "patient" for s in scopes)
 
 
 def readable_types(scopes: Sequence[ResourceScope], perm: str = "r") -> frozenset[str] | None:

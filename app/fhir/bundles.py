@@ -83,11 +83,10 @@ def searchset(ctx: ix.Context, q: SearchQuery, path: str) -> dict[str, Any]:
     entries = [_entry_for(ctx, s, "match", q) for s in rows]
     issues: list[dict[str, Any]] = []
     if q.includes and rows:
-        included, truncated = ctx.store.includes(rows, q.includes, ctx.max_includes)
-        if ctx.guard is not None:
-            # Included resources of types the token may not read are left out, silently.
-            ok = ctx.guard.readable({s.rtype for s in included})
-            included = [s for s in included if s.rtype in ok]
+        # Included resources the token may not read (their type, or outside its confinement for
+        # that type) are never fetched: left out silently, not counted, not followed by :iterate.
+        reach = ctx.guard.reach("read") if ctx.guard is not None else None
+        included, truncated = ctx.store.includes(rows, q.includes, ctx.max_includes, access=reach)
         entries.extend(_entry_for(ctx, s, "include") for s in included)
         if truncated:
             issues.append({
@@ -301,7 +300,7 @@ def _run_one(ctx: ix.Context, e: Entry) -> ix.Result:
         body, ctype = _patch_body(e)
         rid = e.rid
         if rid is None:
-            matches = ix.conditional_matches(ctx, e.rtype, e.query or "", "Conditional patch")
+            matches = ix.conditional_matches(ctx, e.rtype, e.query or "", "Conditional patch", "patch")
             if len(matches) != 1:
                 raise (MultipleMatches if matches else NotFound)(f"Conditional patch matched {len(matches)} resources")
             rid = matches[0][1]
@@ -353,12 +352,20 @@ def batch(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
                 if criteria and criteria in pending_criteria:
                     flush()
                 found = ix.prepare_create(ctx, e.rtype or "", e.resource, if_none_exist=criteria)
-                if isinstance(found, PendingWrite):
+                if isinstance(found, ix.Result):
+                    out[i] = _response_entry(ctx, found, True)
+                elif (check := ix.admit(ctx, "create", found)) is not None:
+                    # Only the written index rows can tell (granular scopes): written on its own.
+                    flush()
+                    sp = session.begin_nested()
+                    pk = ctx.store.write([found])[0]
+                    ix.verify(ctx, "create", found.rtype, pk, check)
+                    sp.commit()
+                    out[i] = _response_entry(ctx, ix.created(ctx, found, pk), True)
+                else:
                     pending.append((i, found))
                     if criteria:
                         pending_criteria.add(criteria)
-                else:
-                    out[i] = _response_entry(ctx, found, True)
                 continue
             flush()
             sp = session.begin_nested()
@@ -467,7 +474,7 @@ def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
             if e.method == "POST":
                 ine = e.request.get("ifNoneExist")
                 if ine:
-                    matches = ix.conditional_matches(ctx, e.rtype or "", ine.split("?", 1)[-1], "ifNoneExist")
+                    matches = ix.conditional_matches(ctx, e.rtype or "", ine.split("?", 1)[-1], "ifNoneExist", "create")
                     if len(matches) > 1:
                         raise MultipleMatches(f"ifNoneExist '{ine}' matches {len(matches)} resources")
                     if matches:
@@ -485,7 +492,8 @@ def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
                     idmap[e.full_url] = target
             elif e.method in ("PUT", "PATCH", "DELETE"):
                 if e.rid is None:
-                    matches = ix.conditional_matches(ctx, e.rtype or "", e.query or "", f"Conditional {e.method}")
+                    matches = ix.conditional_matches(ctx, e.rtype or "", e.query or "", f"Conditional {e.method}",
+                                                     _interaction(e))
                     if len(matches) > 1:
                         raise MultipleMatches(f"{e.method} criteria '{e.query}' match {len(matches)} resources")
                     if matches:
@@ -543,6 +551,7 @@ def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
             raise _entry_error(err, e) from None
     creates = [x for x in entries if x.method == "POST"]
     writes = []
+    checks: dict[int, Any] = {}
     for e in creates:
         if e.skip_create:
             existing = ctx.store.read(e.rtype or "", e.extra["match"])
@@ -550,9 +559,19 @@ def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
             r = ix.Result(200, existing.body, ix.version_headers(ctx, existing), existing)
             results[e.index] = r
             continue
-        writes.append((e, ix.prepare(e.rtype or "", e.rid or "", 1, e.resource, "POST", None)))
+        w = ix.prepare(e.rtype or "", e.rid or "", 1, e.resource, "POST", None)
+        try:
+            # With its references rewritten, the new version's compartments are final.
+            checks[e.index] = ix.admit(ctx, "create", w)
+        except FhirError as err:
+            raise _entry_error(err, e) from None
+        writes.append((e, w))
     pks = ctx.store.write([w for _, w in writes])
     for (e, w), pk in zip(writes, pks, strict=True):
+        try:
+            ix.verify(ctx, "create", w.rtype, pk, checks[e.index])
+        except FhirError as err:
+            raise _entry_error(err, e) from None
         s = ix.stored_from(w, pk)
         results[e.index] = ix.Result(201, s.body, ix.version_headers(ctx, s), s)
     for e in sorted((x for x in entries if x.method in ("PUT", "PATCH")), key=lambda x: x.target or ""):

@@ -17,6 +17,7 @@ from app.auth.protect import Guard
 from app.errors import (
     BadRequest,
     Conflict,
+    Forbidden,
     Gone,
     InvalidResource,
     MultipleMatches,
@@ -24,6 +25,7 @@ from app.errors import (
     PreconditionFailed,
     Unprocessable,
 )
+from app.store.confine import Confinement
 from app.store.indexer import index_resource
 from app.store.query import QueryParser, range_us
 from app.store.repository import PendingWrite, ResourceStore, Stored
@@ -43,6 +45,10 @@ class Context:
     strict: bool = True
     ret: str | None = None  # Prefer: return=...
     guard: Guard | None = None  # what the caller's token allows (None: internal use without a request)
+
+    def confine(self, interaction: str, rtype: str) -> Confinement | None:
+        """The part of `rtype` the caller may reach with this interaction (None: all of it)."""
+        return None if self.guard is None else self.guard.confinement(interaction, rtype)
 
 
 @dataclass(slots=True)
@@ -133,7 +139,9 @@ def stored_from(w: PendingWrite, pk: int) -> Stored:
 
 
 def read(ctx: Context, rtype: str, rid: str, *, summary: str | None = None, elements: list[str] | None = None) -> Result:
-    s = ctx.store.read(rtype, rid)
+    # Outside the caller's confinement a resource is answered exactly as one that does not exist.
+    own = ctx.guard is not None and ctx.guard.own_user(rtype, rid)
+    s = ctx.store.read(rtype, rid, None if own else ctx.confine("read", rtype))
     if s is None:
         raise NotFound(f"{rtype}/{rid} is not known", expression=f"{rtype}.id")
     if s.deleted:
@@ -155,7 +163,7 @@ def _served(ctx: Context, s: Stored, summary: str | None, elements: list[str] | 
 def vread(ctx: Context, rtype: str, rid: str, vid: str) -> Result:
     if not vid.isdigit():
         raise NotFound(f"Version '{vid}' of {rtype}/{rid} is not known")
-    s = ctx.store.vread(rtype, rid, int(vid))
+    s = ctx.store.vread(rtype, rid, int(vid), ctx.confine("vread", rtype))
     if s is None:
         raise NotFound(f"Version {vid} of {rtype}/{rid} is not known")
     if s.deleted:
@@ -185,8 +193,10 @@ def check_body(rtype: str, resource: Any, url_id: str | None = None, *, validate
     return resource
 
 
-def conditional_matches(ctx: Context, rtype: str, query: str, what: str) -> list[tuple[int, str, int]]:
-    """Resources matching a conditional URL's criteria (at most 2 are fetched)."""
+def conditional_matches(ctx: Context, rtype: str, query: str, what: str,
+                        interaction: str = "search-type") -> list[tuple[int, str, int]]:
+    """Resources matching a conditional URL's criteria (at most 2 are fetched), among those the
+    caller may reach with `interaction` (the write it conditions; a conditional reference is a search)."""
     from urllib.parse import parse_qsl
 
     params = parse_qsl(query, keep_blank_values=True)
@@ -194,6 +204,9 @@ def conditional_matches(ctx: Context, rtype: str, query: str, what: str) -> list
         raise BadRequest(f"{what} needs search criteria")
     q = ctx.parser.parse(rtype, params, strict=True)
     q.count = 2
+    if ctx.guard is not None:
+        q.confine = ctx.guard.confinement(interaction, rtype)
+        q.chained = ctx.guard.reach("search-type")
     # One lock for all conditional criteria: matching and the write that follows are serialised
     # among conditional requests (as SQLite's single writer does), and taking one lock, always
     # before any per-resource lock, cannot deadlock with another conditional request.
@@ -205,8 +218,46 @@ def create(ctx: Context, rtype: str, resource: Any, *, if_none_exist: str | None
     found = prepare_create(ctx, rtype, resource, if_none_exist=if_none_exist)
     if isinstance(found, Result):
         return found
+    pending = admit(ctx, "create", found)
     pk = ctx.store.write([found])[0]
+    verify(ctx, "create", found.rtype, pk, pending)
     return created(ctx, found, pk)
+
+
+# ---------------------------------------------------------------- what a confined caller may write
+
+
+def outside(interaction: str, rtype: str) -> Forbidden:
+    return Forbidden(f"The token's scopes allow {interaction} of {rtype} only for resources in its patient's "
+                     "compartment or matching its granular scopes, and this one is not")
+
+
+def admit(ctx: Context, interaction: str, w: PendingWrite) -> Confinement | None:
+    """403 unless the version about to be written is inside what the caller may write, as far as
+    its index rows (its compartments) tell; returns the confinement still to check in SQL once it
+    is written (granular scopes), else None."""
+    conf = ctx.confine(interaction, w.rtype)
+    if conf is None:
+        return None
+    inside = conf.admits(w.index.compartments if w.index is not None else set())
+    if inside is False:
+        raise outside(interaction, w.rtype)
+    return conf if inside is None else None
+
+
+def verify(ctx: Context, interaction: str, rtype: str, pk: int, pending: Confinement | None) -> None:
+    """After the write (same transaction, rolled back on failure): the granular check admit() left."""
+    if pending is not None and not ctx.store.visible(rtype, pk, pending):
+        raise outside(interaction, rtype)
+
+
+def check_stored(ctx: Context, interaction: str, rtype: str, pk: int) -> None:
+    """A change to a stored resource needs that resource to be inside what the caller may change:
+    a write may not take over a resource from outside (a deleted one has no compartment left, so
+    a confined caller cannot recreate it)."""
+    conf = ctx.confine(interaction, rtype)
+    if conf is not None and not ctx.store.visible(rtype, pk, conf):
+        raise outside(interaction, rtype)
 
 
 def created(ctx: Context, w: PendingWrite, pk: int) -> Result:
@@ -218,7 +269,7 @@ def prepare_create(ctx: Context, rtype: str, resource: Any, *, if_none_exist: st
     """Everything of a create but the write: the existing match (If-None-Exist), or the version to write."""
     resource = check_body(rtype, resource)
     if if_none_exist:
-        matches = conditional_matches(ctx, rtype, if_none_exist.split("?", 1)[-1], "If-None-Exist")
+        matches = conditional_matches(ctx, rtype, if_none_exist.split("?", 1)[-1], "If-None-Exist", "create")
         if len(matches) > 1:
             raise MultipleMatches(f"If-None-Exist '{if_none_exist}' matches more than one {rtype}")
         if matches:
@@ -237,6 +288,8 @@ def update(ctx: Context, rtype: str, rid: str, resource: Any, *, if_match: str |
     resource = check_body(rtype, resource, rid, validated=validated)
     ctx.store.lock(f"{rtype}/{rid}")
     head = ctx.store.head(rtype, rid, for_update=True)
+    if head is not None:
+        check_stored(ctx, "update", rtype, head[0])
     if if_match is not None:
         want = parse_etag(if_match)
         if head is None or want is None or head[1] != want or head[2]:
@@ -248,13 +301,15 @@ def update(ctx: Context, rtype: str, rid: str, resource: Any, *, if_match: str |
     else:
         w = prepare(rtype, rid, head[1] + 1, resource, "PUT", head[0])
         status = 201 if head[2] else 200
+    pending = admit(ctx, "update", w)
     pk = ctx.store.write([w])[0]
+    verify(ctx, "update", rtype, pk, pending)
     s = stored_from(w, pk)
     return Result(status, s.body, version_headers(ctx, s), s)
 
 
 def conditional_update(ctx: Context, rtype: str, query: str, resource: Any, *, if_match: str | None = None) -> Result:
-    matches = conditional_matches(ctx, rtype, query, "Conditional update")
+    matches = conditional_matches(ctx, rtype, query, "Conditional update", "update")
     if len(matches) > 1:
         raise MultipleMatches(f"Conditional update criteria '{query}' match more than one {rtype}")
     if not isinstance(resource, dict):
@@ -280,6 +335,7 @@ def patch(ctx: Context, rtype: str, rid: str, body: Any, content_type: str, *, i
     s = ctx.store.read(rtype, rid)
     if s is None:
         raise NotFound(f"{rtype}/{rid} is not known")
+    check_stored(ctx, "patch", rtype, s.pk)
     if s.deleted:
         raise Gone(f"{rtype}/{rid} was deleted")
     if if_match is not None and parse_etag(if_match) != s.version:
@@ -306,7 +362,9 @@ def patch(ctx: Context, rtype: str, rid: str, body: Any, content_type: str, *, i
     except InvalidResource as e:
         raise Unprocessable(issues=e.issues) from None
     w = prepare(rtype, rid, s.version + 1, patched, "PATCH", s.pk)
+    pending = admit(ctx, "patch", w)
     ctx.store.write([w])
+    verify(ctx, "patch", rtype, s.pk, pending)
     out = stored_from(w, s.pk)
     return Result(200, out.body, version_headers(ctx, out), out)
 
@@ -316,13 +374,14 @@ def delete(ctx: Context, rtype: str, rid: str) -> Result:
     head = ctx.store.head(rtype, rid, for_update=True)
     if head is None or head[2]:
         return Result(204)
+    check_stored(ctx, "delete", rtype, head[0])
     w = tombstone(rtype, rid, head[1] + 1, head[0])
     ctx.store.write([w])
     return Result(204, headers={"ETag": f'W/"{w.version}"'})
 
 
 def conditional_delete(ctx: Context, rtype: str, query: str) -> Result:
-    matches = conditional_matches(ctx, rtype, query, "Conditional delete")
+    matches = conditional_matches(ctx, rtype, query, "Conditional delete", "delete")
     if len(matches) > 1:
         raise MultipleMatches(f"Conditional delete criteria '{query}' match more than one {rtype}")
     if not matches:
@@ -337,6 +396,9 @@ def search(ctx: Context, rtype: str | None, params: list[tuple[str, str]], *, st
     from .bundles import searchset
 
     q = ctx.parser.parse(rtype, params, strict=strict)
+    if ctx.guard is not None and rtype is not None:
+        q.confine = ctx.guard.confinement("search-type", rtype)
+        q.chained = ctx.guard.reach("search-type")
     return Result(200, resource=searchset(ctx, q, path))
 
 
@@ -380,10 +442,15 @@ def history(ctx: Context, rtype: str | None, rid: str | None, params: list[tuple
         else:
             raise BadRequest(f"Unknown history parameter '{k}'", expression=k)
         used.append((k, v))
+    confine = None
     if rid is not None and rtype is not None:
-        head = ctx.store.head(rtype, rid)
+        # The instance's history is all of it, when the caller may see the resource at all.
+        head = ctx.store.head(rtype, rid, confine=ctx.confine("history-instance", rtype))
         if head is None:
             raise NotFound(f"{rtype}/{rid} is not known")
-    rows, more = ctx.store.history(rtype, rid, since=since, at=at, count=count, offset=offset, cursor=cursor, newer=newer)
+    elif rtype is not None:
+        confine = ctx.confine("history-type", rtype)
+    rows, more = ctx.store.history(rtype, rid, since=since, at=at, count=count, offset=offset, cursor=cursor, newer=newer,
+                                   confine=confine)
     page = f"{'b' if newer else 'a'}{cursor[0]}.{cursor[1]}" if cursor else None
     return Result(200, resource=history_bundle(ctx, rows, more, path, used, count, offset, page, newer))

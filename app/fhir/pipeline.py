@@ -114,7 +114,7 @@ def context(session: Any, strict: bool, ret: str | None = None) -> ix.Context:
 
 
 def run(action: Callable[[ix.Context], ix.Result], *, write: bool, interaction: str | None = None,
-        rtype: str | None = None, public: bool = False) -> Response:
+        rtype: str | None = None, rid: str | None = None, public: bool = False) -> Response:
     """Run one interaction in one transaction and render its result: authenticate, check the
     token's scopes for (interaction, type), run, commit or roll back, render. `bundle` entries are
     checked one by one as they are processed; `public` (metadata) needs no token."""
@@ -127,9 +127,11 @@ def run(action: Callable[[ix.Context], ix.Result], *, write: bool, interaction: 
             with fhir.db.session(write=write) as session:
                 ctx = context(session, strict, pref.get("return"))
                 if not public:
-                    ctx.guard = Guard(protect.authenticate(session, ctx.base_url))
+                    ctx.guard = Guard(protect.authenticate(session, ctx.base_url), ctx.parser)
                     if interaction in ("search-system", "history-system"):
                         ctx.guard.require(interaction, None)
+                    elif interaction == "read" and rid is not None and ctx.guard.own_user(rtype or "", rid):
+                        pass  # the user's own resource (see Guard.own_user)
                     elif interaction != "bundle":
                         ctx.guard.require(interaction or "", rtype)
                 g.fhir_ctx = ctx

@@ -129,7 +129,7 @@ def conditional_patch(rtype: str) -> Response:
     if_match = request.headers.get("If-Match")
 
     def action(ctx: ix.Context) -> ix.Result:
-        matches = ix.conditional_matches(ctx, rtype, qs, "Conditional patch")
+        matches = ix.conditional_matches(ctx, rtype, qs, "Conditional patch", "patch")
         if len(matches) != 1:
             from app.errors import MultipleMatches
 
@@ -156,7 +156,7 @@ def read(rtype: str, rid: str) -> Response:
     elements = request.args.get("_elements")
     els = [e.strip() for e in elements.split(",")] if elements else None
     return run(lambda ctx: ix.read(ctx, rtype, rid, summary=summary, elements=els), write=False,
-               interaction="read", rtype=rtype)
+               interaction="read", rtype=rtype, rid=rid)
 
 
 @bp.put("/<rtype>/<rid>")

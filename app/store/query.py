@@ -10,6 +10,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
 
 from app.errors import InvalidSearch, NotSupported
 
@@ -17,6 +18,9 @@ from app.errors import InvalidSearch, NotSupported
 from .indexer import date_range as parse_date_range
 from .indexer import normalize
 from .registry import RESULT_PARAMS, ParamDef, Registry
+
+if TYPE_CHECKING:
+    from .confine import Confinement, TypeAccess
 
 __all__ = ["normalize", "parse_date_range"]
 
@@ -251,6 +255,9 @@ class SearchQuery:
     total: str = "none"
     types: list[str] | None = None  # _type, for whole-system search
     used: list[tuple[str, str]] = field(default_factory=list)  # applied params, for the self link
+    # Set by the caller's authorization, never by URL parameters (so never in links):
+    confine: Confinement | None = None  # the part of `rtype` the caller may search (None: all)
+    chained: TypeAccess | None = None  # what chains and _has may reach of other types (None: all)
 
 
 SUMMARY_MODES = frozenset({"true", "false", "text", "data", "count"})

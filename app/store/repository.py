@@ -25,11 +25,12 @@ from sqlalchemy import (
     update,
 )
 
+from .confine import Confinement, TypeAccess
 from .models import INDEX_TABLES, Compartment, ReferenceIndex, Resource, ResourceVersion, UriIndex
 from .query import Include, SearchQuery
 from .registry import profile_json
 from .rows import IndexResult
-from .search import SqlBuilder
+from .search import SqlBuilder, unindexed
 
 _T_RESOURCE: Table = Resource.__table__  # type: ignore[assignment]
 _T_VERSION: Table = ResourceVersion.__table__  # type: ignore[assignment]
@@ -98,6 +99,17 @@ def _current_select() -> Any:
 # Built once: the hot read path pays neither statement construction nor cache-key generation.
 _READ = _current_select().where(Resource.rtype == bindparam("t"), Resource.rid == bindparam("i"))
 _HEAD = select(Resource.pk, Resource.version, Resource.deleted).where(Resource.rtype == bindparam("t"), Resource.rid == bindparam("i"))
+# The same inside one patient's compartment (a patient/ token without granular filters).
+_IN_COMPARTMENT = (select(Compartment.res_pk)
+                   .where(Compartment.res_pk == Resource.pk, Compartment.patient_id == bindparam("p")).exists())
+_READ_IN = _READ.where(_IN_COMPARTMENT)
+_HEAD_IN = _HEAD.where(_IN_COMPARTMENT)
+
+
+def _compartment_only(conf: Confinement) -> str | None:
+    """The patient when `conf` is exactly one patient's compartment (prebuilt statements serve it)."""
+    alts = conf.alternatives
+    return alts[0].patient if len(alts) == 1 and not alts[0].clauses else None
 
 
 def _index_cols() -> None:
@@ -136,46 +148,93 @@ class ResourceStore:
     def _stored(row: Any) -> Stored:
         return Stored(row[0], row[1], row[2], row[3], row[4], row[5], codec_decode(row[6]))
 
-    def read(self, rtype: str, rid: str) -> Stored | None:
-        row = self.session.execute(_READ, {"t": rtype, "i": rid}).first()
+    def read(self, rtype: str, rid: str, confine: Confinement | None = None) -> Stored | None:
+        """The current version; with `confine`, only if the resource is inside it (a deleted
+        resource never is: it has no index rows)."""
+        if confine is None:
+            row = self.session.execute(_READ, {"t": rtype, "i": rid}).first()
+        elif (patient := _compartment_only(confine)) is not None:
+            row = self.session.execute(_READ_IN, {"t": rtype, "i": rid, "p": patient}).first()
+        else:
+            stmt = _current_select().where(Resource.rtype == rtype, Resource.rid == rid,
+                                           *self.sql.confinement(rtype, confine))
+            row = self.session.execute(stmt).first()
         return self._stored(row) if row else None
 
-    def head(self, rtype: str, rid: str, for_update: bool = False) -> tuple[int, int, bool] | None:
-        stmt = _HEAD.with_for_update() if for_update and not self.is_sqlite else _HEAD
-        row = self.session.execute(stmt, {"t": rtype, "i": rid}).first()
+    def head(self, rtype: str, rid: str, for_update: bool = False,
+             confine: Confinement | None = None) -> tuple[int, int, bool] | None:
+        args = {"t": rtype, "i": rid}
+        if confine is None:
+            stmt = _HEAD
+        elif (patient := _compartment_only(confine)) is not None:
+            stmt, args["p"] = _HEAD_IN, patient
+        else:
+            stmt = _HEAD.where(*self.sql.confinement(rtype, confine))
+        if for_update and not self.is_sqlite:
+            stmt = stmt.with_for_update()
+        row = self.session.execute(stmt, args).first()
         return (row[0], row[1], row[2]) if row else None
 
-    def vread(self, rtype: str, rid: str, version: int) -> Stored | None:
+    def visible(self, rtype: str, pk: int, confine: Confinement) -> bool:
+        """Whether the live resource `pk` is inside `confine` (writes check the stored version)."""
+        stmt = select(Resource.pk).where(Resource.pk == pk, Resource.deleted == false(),
+                                         *self.sql.confinement(rtype, confine))
+        return self.session.execute(stmt).first() is not None
+
+    def vread(self, rtype: str, rid: str, version: int, confine: Confinement | None = None) -> Stored | None:
         stmt = (
             select(Resource.pk, Resource.rtype, Resource.rid, ResourceVersion.version, ResourceVersion.lu,
                    ResourceVersion.deleted, ResourceVersion.body, ResourceVersion.method)
             .join(ResourceVersion, ResourceVersion.res_pk == Resource.pk)
             .where(Resource.rtype == rtype, Resource.rid == rid, ResourceVersion.version == version)
         )
+        if confine is not None:
+            # By the resource's current version: a confined caller sees all versions of what it sees.
+            stmt = stmt.where(Resource.deleted == false(), *self.sql.confinement(rtype, confine))
         row = self.session.execute(stmt).first()
         if not row:
             return None
         return Stored(row[0], row[1], row[2], row[3], row[4], row[5], codec_decode(row[6]), row[7])
 
-    def read_many(self, keys: Iterable[tuple[str, str]]) -> list[Stored]:
+    def _reach(self, rtype: str, access: TypeAccess | None) -> list[ColumnElement[bool]] | None:
+        """Conditions for reading resources of `rtype` within `access` (None: out of reach)."""
+        conf = access(rtype) if access is not None else None
+        if conf is None:
+            return []
+        return None if conf.nothing else self.sql.confinement(rtype, conf)
+
+    def read_many(self, keys: Iterable[tuple[str, str]], access: TypeAccess | None = None) -> list[Stored]:
         by_type: dict[str, set[str]] = {}
         for t, i in keys:
             by_type.setdefault(t, set()).add(i)
         out: list[Stored] = []
         for t, ids in by_type.items():
+            reach = self._reach(t, access)
+            if reach is None:
+                continue
             idl = sorted(ids)
             for start in range(0, len(idl), 500):
                 rows = self.session.execute(
-                    self._current().where(Resource.rtype == t, Resource.rid.in_(idl[start : start + 500]), Resource.deleted == false())
+                    self._current().where(Resource.rtype == t, Resource.rid.in_(idl[start : start + 500]), Resource.deleted == false(),
+                                          *reach)
                 )
                 out.extend(self._stored(r) for r in rows)
         return out
 
-    def read_pks(self, pks: Sequence[int]) -> list[Stored]:
+    def read_pks(self, pks: Sequence[int], rtype: str | None = None, access: TypeAccess | None = None) -> list[Stored]:
+        """Live resources by key (all of type `rtype` when `access` is given)."""
+        reach: list[ColumnElement[bool]] = []
+        if access is not None:
+            assert rtype is not None
+            got = self._reach(rtype, access)
+            if got is None:
+                return []
+            reach = got
         out: list[Stored] = []
         pl = list(pks)
         for start in range(0, len(pl), 500):
-            rows = self.session.execute(self._current().where(Resource.pk.in_(pl[start : start + 500]), Resource.deleted == false()))
+            rows = self.session.execute(self._current().where(Resource.pk.in_(pl[start : start + 500]), Resource.deleted == false(),
+                                                              *reach))
             out.extend(self._stored(r) for r in rows)
         return out
 
@@ -333,8 +392,10 @@ class ResourceStore:
         stmt = select(Resource.pk, Resource.rid, Resource.version).where(*self.sql.where(q)).limit(limit)
         return [(r[0], r[1], r[2]) for r in self.session.execute(stmt)]
 
-    def includes(self, page: list[Stored], includes: list[Include], limit: int, max_depth: int = 4) -> tuple[list[Stored], bool]:
-        """Resources named by _include/_revinclude for a page; (resources, truncated)."""
+    def includes(self, page: list[Stored], includes: list[Include], limit: int, max_depth: int = 4,
+                 access: TypeAccess | None = None) -> tuple[list[Stored], bool]:
+        """Resources named by _include/_revinclude for a page; (resources, truncated). Only what
+        `access` lets the caller read is fetched (and followed by :iterate, and counted)."""
         seen = {(s.rtype, s.rid) for s in page}
         out: list[Stored] = []
         frontier = page
@@ -344,7 +405,7 @@ class ResourceStore:
             for inc in includes:
                 if depth > 0 and not inc.iterate:
                     continue
-                found.extend(self._include_once(frontier, inc))
+                found.extend(self._include_once(frontier, inc, access))
             new = []
             for s in found:
                 if (s.rtype, s.rid) not in seen:
@@ -358,7 +419,7 @@ class ResourceStore:
             depth += 1
         return out, False
 
-    def _include_once(self, frontier: list[Stored], inc: Include) -> list[Stored]:
+    def _include_once(self, frontier: list[Stored], inc: Include, access: TypeAccess | None) -> list[Stored]:
         s = self.session
         if not inc.reverse:
             sources = [f.pk for f in frontier if inc.source_type in ("*", f.rtype)]
@@ -370,24 +431,33 @@ class ResourceStore:
             if inc.target_type:
                 conds.append(ReferenceIndex.target_type == inc.target_type)
             keys = {(t, i) for t, i in s.execute(select(ReferenceIndex.target_type, ReferenceIndex.target_id).where(*conds)) if t and i}
-            return self.read_many(keys)
+            return self.read_many(keys, access)
         targets = [(f.rtype, f.rid) for f in frontier]
         conds2: list[ColumnElement[bool]] = [tuple_(ReferenceIndex.target_type, ReferenceIndex.target_id).in_(targets)]
         if inc.source_type != "*":
             conds2.append(ReferenceIndex.rtype == inc.source_type)
         if inc.param != "*":
             conds2.append(ReferenceIndex.param == inc.param)
-        pks = sorted({r[0] for r in s.execute(select(ReferenceIndex.res_pk).where(*conds2))})
-        return self.read_pks(pks)
+        if access is None:
+            pks = sorted({r[0] for r in s.execute(select(ReferenceIndex.res_pk).where(*conds2))})
+            return self.read_pks(pks)
+        by_type: dict[str, set[int]] = {}
+        for pk, rt in s.execute(select(ReferenceIndex.res_pk, ReferenceIndex.rtype).where(*conds2)):
+            by_type.setdefault(rt, set()).add(pk)
+        out: list[Stored] = []
+        for rt in sorted(by_type):
+            out.extend(self.read_pks(sorted(by_type[rt]), rt, access))
+        return out
 
     # ---------------------------------------------------------------- history
 
     def history(
         self, rtype: str | None, rid: str | None, *, since: int | None, at: int | None, count: int, offset: int,
-        cursor: tuple[int, int] | None = None, newer: bool = False,
+        cursor: tuple[int, int] | None = None, newer: bool = False, confine: Confinement | None = None,
     ) -> tuple[list[Stored], bool]:
         """Versions newest first; `cursor` (lastUpdated, version key) continues after a page's last
-        row, or with `newer` gives the page before a page's first row (more: there are newer still)."""
+        row, or with `newer` gives the page before a page's first row (more: there are newer still).
+        `confine` (with `rtype`): only versions of the resources whose current version is inside it."""
         stmt = select(
             Resource.pk, Resource.rtype, Resource.rid, ResourceVersion.version, ResourceVersion.lu,
             ResourceVersion.deleted, ResourceVersion.body, ResourceVersion.method, ResourceVersion.pk,
@@ -398,10 +468,16 @@ class ResourceStore:
         elif cursor is not None:
             stmt = stmt.where(or_(ResourceVersion.lu < cursor[0],
                                   and_(ResourceVersion.lu == cursor[0], ResourceVersion.pk < cursor[1])))
-        if rtype is not None:
+        if confine is not None and confine.patient is not None:
+            # One patient's versions: found from the compartment and sorted, rather than by walking
+            # the type's versions newest first until enough of them belong to the patient.
+            stmt = stmt.where(unindexed(ResourceVersion.rtype) == rtype)
+        elif rtype is not None:
             stmt = stmt.where(ResourceVersion.rtype == rtype)
         if rid is not None:
             stmt = stmt.where(Resource.rid == rid)
+        if confine is not None:
+            stmt = stmt.where(Resource.deleted == false(), *self.sql.confined(rtype, confine))
         if since is not None:
             stmt = stmt.where(ResourceVersion.lu >= since)
         if at is not None:
@@ -418,12 +494,15 @@ class ResourceStore:
             return list(reversed(rows[:count])), len(rows) > count
         return rows[:count], len(rows) > count
 
-    def history_count(self, rtype: str | None, rid: str | None, since: int | None) -> int:
+    def history_count(self, rtype: str | None, rid: str | None, since: int | None,
+                      confine: Confinement | None = None) -> int:
         stmt = select(func.count()).select_from(ResourceVersion).join(Resource, Resource.pk == ResourceVersion.res_pk)
         if rtype is not None:
             stmt = stmt.where(ResourceVersion.rtype == rtype)
         if rid is not None:
             stmt = stmt.where(Resource.rid == rid)
+        if confine is not None:
+            stmt = stmt.where(Resource.deleted == false(), *self.sql.confined(rtype, confine))
         if since is not None:
             stmt = stmt.where(ResourceVersion.lu >= since)
         return int(self.session.execute(stmt).scalar_one())

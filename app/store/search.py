@@ -13,8 +13,10 @@ from sqlalchemy.orm import aliased
 from app.errors import InvalidSearch, NotSupported
 
 from . import ucum
+from .confine import Confinement, TypeAccess
 from .models import (
     INDEX_TABLES,
+    Compartment,
     DateIndex,
     NumberIndex,
     QuantityIndex,
@@ -46,6 +48,12 @@ UCUM = "http://unitsofmeasure.org"
 US_PER_S = 1_000_000
 
 
+def unindexed(col: Any) -> Any:
+    """The column as an expression no index serves (`col || ''`): a condition on it is checked on
+    the rows another condition found, never used to find them."""
+    return col.concat("")
+
+
 def _like_escape(s: str) -> str:
     return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -63,19 +71,71 @@ class SqlBuilder:
 
     def where(self, q: SearchQuery, r: Any = Resource) -> list[ColumnElement[bool]]:
         conds: list[ColumnElement[bool]] = [r.deleted == false()]
-        # An index-row clause already restricts the type; leaving resource.rtype out lets SQLite
-        # drive the query from the index rows instead of scanning every resource of the type.
-        if q.rtype is not None and not any(self._selective(c) for c in q.clauses):
-            conds.append(r.rtype == q.rtype)
-        elif q.rtype is None and q.types:
-            conds.append(r.rtype.in_(q.types))
-        # The most selective-looking clause drives (IN: the database walks its index rows); the
-        # other index clauses are correlated EXISTS probes per candidate, so a common code does
-        # not get materialised in full for every query.
-        driving = min((c for c in q.clauses if self._selective(c)), key=self._rank, default=None)
+        conf = q.confine
+        if conf is not None and conf.nothing:
+            return [false()]
+        patient = conf.patient if conf is not None else None
+        if patient is not None:
+            # Confined to one patient's compartment: those few rows drive the query, and every
+            # clause is a probe per candidate (index rows of other types share parameter names,
+            # so the type is checked too, as an expression no index serves, which keeps planners
+            # from walking every resource of the type instead).
+            if q.rtype is not None:
+                conds.append(unindexed(r.rtype) == q.rtype)
+            conds.append(self.compartment_rows(patient, r))
+            driving = None
+        else:
+            # An index-row clause already restricts the type; leaving resource.rtype out lets SQLite
+            # drive the query from the index rows instead of scanning every resource of the type.
+            if q.rtype is not None and not any(self._selective(c) for c in q.clauses):
+                conds.append(r.rtype == q.rtype)
+            elif q.rtype is None and q.types:
+                conds.append(r.rtype.in_(q.types))
+            # The most selective-looking clause drives (IN: the database walks its index rows); the
+            # other index clauses are correlated EXISTS probes per candidate, so a common code does
+            # not get materialised in full for every query.
+            driving = min((c for c in q.clauses if self._selective(c)), key=self._rank, default=None)
         for c in q.clauses:
-            conds.append(self.clause(q.rtype, c, r, correlated=driving is not None and c is not driving))
+            correlated = patient is not None or (driving is not None and c is not driving)
+            conds.append(self.clause(q.rtype, c, r, correlated=correlated, access=q.chained))
+        if conf is not None:
+            conds.extend(self.confinement(q.rtype, conf, r, compartment=patient is None))
         return conds
+
+    def confinement(self, rtype: str | None, conf: Confinement, r: Any = Resource, *,
+                    compartment: bool = True) -> list[ColumnElement[bool]]:
+        """Conditions that hold for the rows of `r` inside `conf`, all of them probes of the row
+        (cheap where the row is already pinned: a read, a page of includes). `compartment=False`
+        leaves out the compartment, when the caller already made the common one drive."""
+        if conf.nothing:
+            return [false()]
+        ors: list[ColumnElement[bool]] = []
+        for a in conf.alternatives:
+            parts = [self.clause(rtype, c, r, correlated=True) for c in a.clauses]
+            if compartment and a.patient is not None:
+                parts.insert(0, self.in_compartment(a.patient, r))
+            if not parts:
+                return []  # this alternative admits every row the others might not
+            ors.append(and_(*parts) if len(parts) > 1 else parts[0])
+        return [ors[0] if len(ors) == 1 else or_(*ors)]
+
+    def confined(self, rtype: str | None, conf: Confinement, r: Any = Resource) -> list[ColumnElement[bool]]:
+        """Conditions for scanning `r` inside `conf` (history): the common compartment, when there
+        is one, as a set the database can start from."""
+        patient = conf.patient
+        if patient is None:
+            return self.confinement(rtype, conf, r)
+        return [self.compartment_rows(patient, r), *self.confinement(rtype, conf, r, compartment=False)]
+
+    @staticmethod
+    def compartment_rows(patient: str, r: Any = Resource) -> ColumnElement[bool]:
+        """The rows of `r` in the patient's compartment, as a set to drive a query from."""
+        return r.pk.in_(select(Compartment.res_pk).where(Compartment.patient_id == patient))
+
+    @staticmethod
+    def in_compartment(patient: str, r: Any = Resource) -> ColumnElement[bool]:
+        # The (res_pk, patient_id) primary key answers this in one probe.
+        return select(Compartment.res_pk).where(Compartment.res_pk == r.pk, Compartment.patient_id == patient).exists()
 
     @staticmethod
     def _rank(c: Clause) -> int:
@@ -130,13 +190,15 @@ class SqlBuilder:
 
     # ---------------------------------------------------------------- clauses
 
-    def clause(self, rtype: str | None, c: Clause, r: Any = Resource, correlated: bool = False) -> ColumnElement[bool]:
+    def clause(self, rtype: str | None, c: Clause, r: Any = Resource, correlated: bool = False,
+               access: TypeAccess | None = None) -> ColumnElement[bool]:
+        """`access`: what chains and _has may reach of the types they look into (None: all)."""
         if c.has_type is not None:
-            return self._has(rtype, c, r)
+            return self._has(rtype, c, r, access)
         p = c.param
         assert p is not None
         if c.chain is not None:
-            return self._chain(rtype, c, r)
+            return self._chain(rtype, c, r, access)
         if p.code == "_id":
             return self._id(c, r)
         if p.code == "_lastUpdated":
@@ -397,7 +459,11 @@ class SqlBuilder:
         return or_(*ors) if len(ors) > 1 else ors[0]
 
     # chains and reverse chains
-    def _chain(self, rtype: str | None, c: Clause, r: Any) -> ColumnElement[bool]:
+    def _reach(self, rtype: str, r: Any, access: TypeAccess | None) -> list[ColumnElement[bool]]:
+        conf = access(rtype) if access is not None else None
+        return [] if conf is None else self.confinement(rtype, conf, r)
+
+    def _chain(self, rtype: str | None, c: Clause, r: Any, access: TypeAccess | None = None) -> ColumnElement[bool]:
         p = c.param
         assert p is not None and c.chain is not None
         targets = [c.target_type] if c.target_type else list(p.targets)
@@ -405,12 +471,13 @@ class SqlBuilder:
         for target in targets:
             t2 = aliased(Resource)
             try:
-                inner = self.clause(target, c.chain, t2)
+                inner = self.clause(target, c.chain, t2, access=access)
             except InvalidSearch:
                 if len(targets) > 1:
                     continue
                 raise
-            target_ids = select(t2.rid).where(t2.rtype == target, t2.deleted == false(), inner)
+            target_ids = select(t2.rid).where(t2.rtype == target, t2.deleted == false(), inner,
+                                              *self._reach(target, t2, access))
             conds = [ReferenceIndex.param == p.code, ReferenceIndex.target_type == target, ReferenceIndex.target_id.in_(target_ids)]
             if rtype is not None:
                 conds.insert(0, ReferenceIndex.rtype == rtype)
@@ -419,11 +486,12 @@ class SqlBuilder:
             return false()
         return or_(*ors) if len(ors) > 1 else ors[0]
 
-    def _has(self, rtype: str | None, c: Clause, r: Any) -> ColumnElement[bool]:
+    def _has(self, rtype: str | None, c: Clause, r: Any, access: TypeAccess | None = None) -> ColumnElement[bool]:
         assert c.has_type and c.has_param and c.has_clause
         src = aliased(Resource)
-        inner = self.clause(c.has_type, c.has_clause, src)
-        sources = select(src.pk).where(src.rtype == c.has_type, src.deleted == false(), inner)
+        inner = self.clause(c.has_type, c.has_clause, src, access=access)
+        sources = select(src.pk).where(src.rtype == c.has_type, src.deleted == false(), inner,
+                                       *self._reach(c.has_type, src, access))
         ref = aliased(ReferenceIndex)
         ids = select(ref.target_id).where(
             ref.rtype == c.has_type, ref.param == c.has_param.code, ref.target_type == rtype, ref.res_pk.in_(sources)

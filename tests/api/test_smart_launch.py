@@ -606,3 +606,19 @@ def test_registration_for_administrators_only(tmp_path: Any) -> None:
         assert _register(smart, meta, smart.admin.token).status_code == 201
     finally:
         app.extensions["fhirtwin"].db.dispose()
+
+
+def test_patient_scoped_token_reads_its_own_fhir_user_and_nothing_else_outside(world: World) -> None:
+    """SMART (and Inferno's id_token test) read fhirUser with the token; patient/ scopes alone do
+    not reach a Practitioner, so the user's own resource is readable by the token that names it."""
+    other = world.smart.admin.post("Practitioner", json={"resourceType": "Practitioner"}).json()["id"]
+    _fresh_browser(world)
+    t = world.token("launch/patient openid fhirUser patient/Patient.rs patient/Observation.rs", patient=world.patient)
+    assert world.read(t["access_token"], f"Practitioner/{world.practitioner}").status_code == 200
+    assert world.read(t["access_token"], f"Practitioner/{other}").status_code == 403
+    assert world.read(t["access_token"], f"Patient/{world.patient}").status_code == 200
+    assert world.read(t["access_token"], f"Patient/{world.other}").status_code == 404
+    # Without the fhirUser scope the exception does not apply.
+    _fresh_browser(world)
+    t = world.token("launch/patient patient/Patient.rs", patient=world.patient)
+    assert world.read(t["access_token"], f"Practitioner/{world.practitioner}").status_code == 403

@@ -102,3 +102,32 @@ def test_unknown_interaction_is_an_error() -> None:
 def test_readable_types() -> None:
     assert sc.readable_types(_scopes("system/Patient.rs system/Observation.c")) == frozenset({"Patient"})
     assert sc.readable_types(_scopes("system/Patient.rs system/*.r")) is None
+
+
+CAT_A = (("category", "a"),)
+CAT_B = (("category", "b"),)
+
+
+@pytest.mark.parametrize(("scopes", "grants"), [
+    ("system/*.rs", []),
+    ("patient/*.rs", [(True, ())]),
+    ("patient/Observation.rs?category=a patient/*.rs", [(True, ())]),
+    ("patient/Observation.rs?category=a patient/Observation.rs?category=b", [(True, CAT_A), (True, CAT_B)]),
+    # Mixed contexts stay apart: the compartment, or (anywhere) category b.
+    ("patient/*.rs user/Observation.rs?category=b", [(True, ()), (False, CAT_B)]),
+    ("patient/Observation.rs?category=b user/Observation.rs?category=b", [(False, CAT_B)]),
+    ("patient/Observation.rs?category=a user/Observation.rs?category=b", [(True, CAT_A), (False, CAT_B)]),
+    ("user/Observation.rs?category=a&status=final", [(False, (("category", "a"), ("status", "final")))]),
+    ("patient/Observation.rs?category=a user/Patient.rs", [(True, CAT_A)]),
+])
+def test_grants(scopes: str, grants: list[tuple[bool, tuple[tuple[str, str], ...]]]) -> None:
+    d = sc.allows(_scopes(scopes), "search-type", "Observation")
+    assert d.allowed
+    assert [(g.patient, g.filters) for g in d.grants] == grants
+
+
+def test_unrestricted() -> None:
+    assert sc.unrestricted(_scopes("system/*.rs"), "s")
+    assert not sc.unrestricted(_scopes("system/*.rs"), "c")
+    assert not sc.unrestricted(_scopes("patient/*.cruds system/Patient.rs"), "r")
+    assert not sc.unrestricted(_scopes("user/*.rs?category=a"), "r")
