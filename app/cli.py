@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--workers", type=int, default=int(os.environ.get("FHIRTWIN_WORKERS", "2")))
-    s.add_argument("--threads", type=int, default=int(os.environ.get("FHIRTWIN_THREADS", "4")),
+    s.add_argument("--threads", type=int, default=int(os.environ.get("FHIRTWIN_THREADS", "1")),
                    help="threads per worker (gthread, keep-alive connections); 1 = gunicorn's sync worker")
     s.add_argument("--access-log", action="store_true")
     d = sub.add_parser("db", help="database commands")

@@ -1,6 +1,6 @@
 """REST benchmark over HTTP: gunicorn (one sync worker) pinned to core 0, wrk pinned to core 1.
 
-    .venv/bin/python bench/rest.py [--db URL] [--seconds 10] [--workers 1] [--threads 4]
+    .venv/bin/python bench/rest.py [--db URL] [--seconds 10] [--workers 1] [--threads 1]
 
 Loads the shared Synthea bundles into a fresh database, then measures `GET Patient/{id}` and
 `GET Observation?patient=..&code=..` at 16 connections (throughput) and 1 connection (latency).
@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--db", default="")
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=4, help="per worker; 1 = gunicorn's sync worker (no keep-alive)")
+    ap.add_argument("--threads", type=int, default=1, help="per worker; 1 = gunicorn's sync worker (no keep-alive)")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (apt-get install wrk)")
