@@ -4,6 +4,7 @@ stored as hashes, rotated on use, bound to their client."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import OrderedDict
@@ -158,7 +159,13 @@ def check_row(store: AuthStore, claims: dict[str, Any]) -> AccessContext:
     return context_of(row)
 
 
+@functools.lru_cache(maxsize=1024)
+def _parsed(scope: str) -> tuple[sc.ResourceScope, ...]:
+    # Tokens of one client carry the same scope string request after request.
+    return tuple(s for s in (sc.parse_scope(t) for t in sc.split(scope)) if s is not None)
+
+
 def context_of(row: TokenRow) -> AccessContext:
-    parsed = tuple(s for s in (sc.parse_scope(t) for t in sc.split(row.scope)) if s is not None)
+    parsed = _parsed(row.scope)
     return AccessContext(client_id=row.client_id, scope=row.scope, scopes=parsed, jti=row.jti, username=row.username,
                          patient=row.patient, encounter=row.encounter, fhir_user=row.fhir_user)

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from .db import Prepared
 from .models import OAuthAssertion, OAuthClient, OAuthCode, OAuthLaunch, OAuthToken, OAuthUser
 
 _CLIENT: Table = OAuthClient.__table__  # type: ignore[assignment]
@@ -97,7 +98,8 @@ class LaunchRow:
 
 # Built once: every FHIR request looks its token up, so it pays no statement construction.
 _TOKEN_SELECT = select(*(_TOKEN.c[c] for c in TokenRow.__slots__))
-_TOKEN_BY_JTI = _TOKEN_SELECT.where(_TOKEN.c.jti == bindparam("j"))
+_TOKEN_BOOLS = frozenset(i for i, c in enumerate(TokenRow.__slots__) if c in ("revoked", "refresh_used"))
+_TOKEN_BY_JTI = Prepared(_TOKEN_SELECT.where(_TOKEN.c.jti == bindparam("j")))
 
 
 def _client(row: Any) -> ClientRow:
@@ -192,8 +194,12 @@ class AuthStore:
         self.conn.execute(insert(_TOKEN).values(**{c: getattr(t, c) for c in TokenRow.__slots__}))
 
     def token(self, jti: str) -> TokenRow | None:
-        row = self.conn.execute(_TOKEN_BY_JTI, {"j": jti}).first()
-        return _token(row) if row is not None else None
+        row = _TOKEN_BY_JTI.first(self.conn, {"j": jti})
+        if row is None:
+            return None
+        # The driver's own row: SQLite answers booleans as 0/1.
+        values: list[Any] = [bool(v) if i in _TOKEN_BOOLS else v for i, v in enumerate(row)]
+        return TokenRow(*values)
 
     def token_by_refresh(self, refresh_hash: str) -> TokenRow | None:
         row = self.conn.execute(_TOKEN_SELECT.where(_TOKEN.c.refresh_hash == refresh_hash)).first()

@@ -64,3 +64,37 @@ def _sqlite_setup(engine: Engine) -> None:
     def _on_begin(conn: Any) -> None:
         # Straight to the driver: this runs on every request.
         conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if _write_intent.get() else "BEGIN")
+
+
+class Prepared:
+    """A fixed statement of the hot path (token lookup, read by id), compiled once per dialect
+    and run on the driver's own cursor: SQLAlchemy's per-execute work (compiled-cache lookup,
+    execution context, result metadata) cost more than the indexed lookup itself. Rows come
+    back as the driver returns them (SQLite booleans are 0/1)."""
+
+    __slots__ = ("_compiled", "_stmt")
+
+    def __init__(self, stmt: Any) -> None:
+        self._stmt = stmt
+        self._compiled: dict[str, tuple[str, tuple[str, ...] | None]] = {}
+
+    def _sql(self, conn: Connection) -> tuple[str, tuple[str, ...] | None]:
+        name = conn.dialect.name
+        got = self._compiled.get(name)
+        if got is None:
+            c = self._stmt.compile(dialect=conn.dialect)
+            got = (str(c), tuple(c.positiontup) if c.positional else None)
+            self._compiled[name] = got
+        return got
+
+    def first(self, conn: Connection, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        sql, order = self._sql(conn)
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        cur = raw.cursor()
+        try:
+            cur.execute(sql, tuple(params[n] for n in order) if order is not None else params)
+            row = cur.fetchone()
+        finally:
+            cur.close()
+        return tuple(row) if row is not None else None

@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 
 from .confine import Confinement, TypeAccess
+from .db import Prepared
 from .models import INDEX_TABLES, Compartment, ReferenceIndex, Resource, ResourceVersion, UriIndex
 from .query import Include, SearchQuery
 from .registry import profile_json
@@ -103,6 +104,8 @@ _HEAD = select(Resource.pk, Resource.version, Resource.deleted).where(Resource.r
 _IN_COMPARTMENT = (select(Compartment.res_pk)
                    .where(Compartment.res_pk == Resource.pk, Compartment.patient_id == bindparam("p")).exists())
 _READ_IN = _READ.where(_IN_COMPARTMENT)
+_FAST_READ = Prepared(_READ)
+_FAST_READ_IN = Prepared(_READ_IN)
 _HEAD_IN = _HEAD.where(_IN_COMPARTMENT)
 
 
@@ -146,15 +149,15 @@ class ResourceStore:
 
     @staticmethod
     def _stored(row: Any) -> Stored:
-        return Stored(row[0], row[1], row[2], row[3], row[4], row[5], codec_decode(row[6]))
+        return Stored(row[0], row[1], row[2], row[3], row[4], bool(row[5]), codec_decode(row[6]))
 
     def read(self, rtype: str, rid: str, confine: Confinement | None = None) -> Stored | None:
         """The current version; with `confine`, only if the resource is inside it (a deleted
         resource never is: it has no index rows)."""
         if confine is None:
-            row = self.session.execute(_READ, {"t": rtype, "i": rid}).first()
+            row = _FAST_READ.first(self.session, {"t": rtype, "i": rid})
         elif (patient := _compartment_only(confine)) is not None:
-            row = self.session.execute(_READ_IN, {"t": rtype, "i": rid, "p": patient}).first()
+            row = _FAST_READ_IN.first(self.session, {"t": rtype, "i": rid, "p": patient})
         else:
             stmt = _current_select().where(Resource.rtype == rtype, Resource.rid == rid,
                                            *self.sql.confinement(rtype, confine))
