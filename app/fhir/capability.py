@@ -15,6 +15,19 @@ SOFTWARE_VERSION = "0.1.0"
 TYPE_INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"]
 
 
+OPERATION_BASE = "https://fhirtwin.org/fhir/OperationDefinition"
+_RISK = ("RiskAssessment.prediction.probabilityDecimal is a fraction 0..1 (as in the R4 example "
+         "riskassessment-example-cardiac); probabilityRange is in UCUM %; see docs/twin.md")
+OPERATIONS: dict[str, list[tuple[str, str]]] = {
+    "Patient": [
+        ("twin", "The patient's twin state (Parameters) from the resources the caller may read"),
+        ("simulate", "Risk models and the cvd-microsim simulation on the twin, as RiskAssessments. " + _RISK),
+    ],
+    "Group": [("simulate", "A risk model over every member the caller may read, vectorised: a summary "
+                           "(Parameters), and with persist=true one RiskAssessment per member. " + _RISK)],
+}
+
+
 @lru_cache(maxsize=4)
 def _rest(base_url: str) -> list[dict[str, Any]]:
     reg = registry()
@@ -30,7 +43,7 @@ def _rest(base_url: str) -> list[dict[str, Any]]:
                 sp["definition"] = p.url
             search.append(sp)
         refs = sorted(c for c, p in params.items() if p.type == "reference")
-        resources.append({
+        entry: dict[str, Any] = {
             "type": rtype,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
             "interaction": [{"code": c} for c in TYPE_INTERACTIONS],
@@ -45,7 +58,11 @@ def _rest(base_url: str) -> list[dict[str, Any]]:
             "searchInclude": ["*"] + [f"{rtype}:{c}" for c in refs],
             "searchRevInclude": ["*"],
             "searchParam": search,
-        })
+        }
+        if rtype in OPERATIONS:
+            entry["operation"] = [{"name": n, "definition": f"{OPERATION_BASE}/{rtype}-{n}", "documentation": d}
+                                  for n, d in OPERATIONS[rtype]]
+        resources.append(entry)
     return [{
         "mode": "server",
         "documentation": "fhirtwin FHIR R4 server",

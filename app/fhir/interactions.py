@@ -31,6 +31,7 @@ from app.store.query import QueryParser, range_us
 from app.store.repository import PendingWrite, ResourceStore, Stored
 
 from . import resources
+from .operations.facts import fact_rows
 from .summary import apply_elements, apply_summary
 
 ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
@@ -124,7 +125,9 @@ def prepare(rtype: str, rid: str, version: int, resource: dict[str, Any], method
     resource.clear()
     resource.update(ordered)
     body = orjson.dumps(ordered)
-    return PendingWrite(rtype, rid, version, lu, method, body, index_resource(ordered), existing_pk)
+    index = index_resource(ordered)
+    twin = fact_rows(rtype, ordered, version, index.compartments)
+    return PendingWrite(rtype, rid, version, lu, method, body, index, existing_pk, twin)
 
 
 def tombstone(rtype: str, rid: str, version: int, existing_pk: int) -> PendingWrite:

@@ -11,6 +11,8 @@ from app.errors import BadRequest, FhirError, MethodNotAllowed, NotFound, Payloa
 from . import bundles
 from . import interactions as ix
 from .capability import capability_statement
+from .operations import simulate as simulate_op
+from .operations import twin as twin_op
 from .pipeline import base_url, error_response, parse_body, run
 from .resources import RESOURCE_TYPES
 
@@ -147,6 +149,25 @@ def type_history(rtype: str) -> Response:
     params = _params()
     return run(lambda ctx: ix.history(ctx, rtype, None, params, f"{rtype}/_history"), write=False,
                interaction="history-type", rtype=rtype)
+
+
+@bp.get("/Patient/<rid>/$twin")
+def patient_twin(rid: str) -> Response:
+    params = _params()
+    return run(lambda ctx: twin_op.twin(ctx, rid, params), write=False, interaction="read", rtype="Patient", rid=rid)
+
+
+@bp.route("/<target>/<rid>/$simulate", methods=["GET", "POST"])
+def simulate(target: str, rid: str) -> Response:
+    if target not in ("Patient", "Group"):
+        raise NotFound(f"$simulate is defined on Patient and Group, not on {target}")
+    if request.method == "POST":
+        body = parse_body()
+        req = simulate_op.from_parameters(body(), simulate_op.known_models())
+    else:
+        req = simulate_op.from_query(_params(), simulate_op.known_models())
+    return run(lambda ctx: simulate_op.simulate(ctx, target, rid, req), write=req.persist, interaction="read",
+               rtype=target, rid=rid)
 
 
 @bp.route("/<rtype>/<rid>", methods=["GET", "HEAD"])

@@ -254,3 +254,39 @@ class OAuthAssertion(Base):
     jti: Mapped[str] = mapped_column(String(200), primary_key=True)
     expires_us: Mapped[int] = mapped_column(BigInteger)
     __table_args__ = (Index("ix_oauth_assertion_exp", "expires_us"),)
+
+
+class TwinFact(Base):
+    """Twin facts derived from the current version of a resource (an Observation's value, a
+    Condition's or MedicationRequest's span, a Patient's sex and birth date), in canonical units.
+    Like index rows they exist only for current, non-deleted versions and are rewritten with
+    them, in the same transaction; the twin state is folded from them at read time, filtered
+    through `resource` by what the caller may see."""
+
+    __tablename__ = "twin_fact"
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    res_pk: Mapped[int] = mapped_column(ForeignKey("resource.pk"))
+    patient_id: Mapped[str] = mapped_column(String(64))
+    variable: Mapped[str] = mapped_column(String(32))
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    unit: Mapped[str] = mapped_column(String(32))
+    t: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # microseconds since epoch
+    t_end: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    version: Mapped[int] = mapped_column(Integer)  # the source resource's version
+    flags: Mapped[str] = mapped_column(String(200), default="")  # comma-separated
+    __table_args__ = (
+        Index("ix_twin_fact_patient", "patient_id", "variable", "t"),
+        Index("ix_twin_fact_res", "res_pk"),
+    )
+
+
+class TwinAssessment(Base):
+    """A RiskAssessment stored by $simulate, with the patient and the twin variables it used: a
+    later write that changes any of them marks it (tag basis-outdated) in the same transaction."""
+
+    __tablename__ = "twin_assessment"
+    ra_pk: Mapped[int] = mapped_column(ForeignKey("resource.pk"), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(64))
+    variables: Mapped[str] = mapped_column(String(1000))  # space-separated
+    outdated: Mapped[bool] = mapped_column(Boolean, default=False)
+    __table_args__ = (Index("ix_twin_assessment_patient", "patient_id", "outdated"),)

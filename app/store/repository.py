@@ -27,7 +27,16 @@ from sqlalchemy import (
 
 from .confine import Confinement, TypeAccess
 from .db import Prepared
-from .models import INDEX_TABLES, Compartment, ReferenceIndex, Resource, ResourceVersion, UriIndex
+from .models import (
+    INDEX_TABLES,
+    Compartment,
+    ReferenceIndex,
+    Resource,
+    ResourceVersion,
+    TwinAssessment,
+    TwinFact,
+    UriIndex,
+)
 from .query import Include, SearchQuery
 from .registry import profile_json
 from .rows import IndexResult
@@ -36,6 +45,12 @@ from .search import SqlBuilder, unindexed
 _T_RESOURCE: Table = Resource.__table__  # type: ignore[assignment]
 _T_VERSION: Table = ResourceVersion.__table__  # type: ignore[assignment]
 _T_COMPARTMENT: Table = Compartment.__table__  # type: ignore[assignment]
+_T_TWIN: Table = TwinFact.__table__  # type: ignore[assignment]
+_T_ASSESS: Table = TwinAssessment.__table__  # type: ignore[assignment]
+# Marks a RiskAssessment stored by $simulate whose inputs have changed since (recompute it).
+OUTDATED_TAG = {"system": "https://fhirtwin.org/fhir/CodeSystem/twin-tag", "code": "basis-outdated",
+                "display": "The twin data behind this assessment changed after it was made"}
+_TWIN_COLS = ("res_pk", "patient_id", "variable", "value", "unit", "t", "t_end", "flags", "version")
 _T_INDEX: dict[str, Table] = {k: v.__table__ for k, v in INDEX_TABLES.items()}
 
 _VERSION_COLS = ("res_pk", "rtype", "version", "lu", "method", "deleted", "body")
@@ -78,6 +93,8 @@ class PendingWrite:
     body: bytes | None  # None: delete
     index: IndexResult | None
     existing_pk: int | None
+    # Twin facts of this version: (patient_id, variable, value, unit, t, t_end, flags) each.
+    twin: list[tuple[Any, ...]] | None = None
 
 
 def codec_decode(body: bytes | None) -> bytes | None:
@@ -249,6 +266,7 @@ class ResourceStore:
             return []
         # Core statements on the session's connection: executemany without the ORM's per-row work.
         s = self.session
+        changed: list[tuple[str, str]] = []  # (patient, twin variable) whose facts change
         pks: list[int | None] = [w.existing_pk for w in writes]
         new_idx = [i for i, w in enumerate(writes) if w.existing_pk is None]
         if new_idx:
@@ -272,17 +290,25 @@ class ResourceStore:
             old_pks = [writes[i].existing_pk for i in old]
             for start in range(0, len(old_pks), 500):
                 chunk = old_pks[start : start + 500]
-                for table in (*_T_INDEX.values(), _T_COMPARTMENT):
+                # The twin variables the replaced versions fed: assessments built on them are outdated now.
+                f = _T_TWIN.c
+                changed.extend(s.execute(select(f.patient_id, f.variable).where(f.res_pk.in_(chunk))).all())
+                for table in (*_T_INDEX.values(), _T_COMPARTMENT, _T_TWIN):
                     s.execute(delete(table).where(table.c.res_pk.in_(chunk)))
+                # A stored assessment that is replaced or deleted is no longer the server's to mark.
+                s.execute(delete(_T_ASSESS).where(_T_ASSESS.c.ra_pk.in_(chunk)))
         self._bulk(
             "resource_version", _VERSION_COLS,
             [(pks[i], w.rtype, w.version, w.lu, w.method, w.body is None, codec_encode(w.body)) for i, w in enumerate(writes)],
         )
         per_table: dict[str, list[tuple[Any, ...]]] = {k: [] for k in INDEX_TABLES}
         comp_rows: list[tuple[Any, ...]] = []
+        twin_rows: list[tuple[Any, ...]] = []
         for i, w in enumerate(writes):
             if w.index is None or w.body is None:
                 continue
+            if w.twin:
+                twin_rows.extend((pks[i], *fact, w.version) for fact in w.twin)
             pk = pks[i]
             rt = w.rtype
             for kind, attr in _ROW_LISTS:
@@ -295,7 +321,55 @@ class ResourceStore:
                 self._bulk(_T_INDEX[kind].name, _INDEX_COLS[kind], table_rows)
         if comp_rows:
             self._bulk("res_compartment", ("res_pk", "patient_id"), comp_rows)
+        if twin_rows:
+            self._bulk("twin_fact", _TWIN_COLS, twin_rows)
+            changed.extend((r[1], r[2]) for r in twin_rows)
+        if changed:
+            self._outdate(changed)
         return [int(p) for p in pks if p is not None]
+
+    # ---------------------------------------------------------------- stored assessments
+
+    def track_assessment(self, ra_pk: int, patient: str, variables: Iterable[str]) -> None:
+        """Remember a RiskAssessment stored by $simulate and the twin variables behind it."""
+        self.session.execute(insert(_T_ASSESS).values(ra_pk=ra_pk, patient_id=patient,
+                                                      variables=" ".join(sorted(set(variables))), outdated=False))
+
+    def _outdate(self, changed: list[tuple[str, str]]) -> None:
+        """Tag the tracked assessments whose variables just changed (OUTDATED_TAG). Like $meta-add,
+        the tag goes into the current version's meta without a new version; its _tag index row
+        is written with it, so `RiskAssessment?_tag=...|basis-outdated` finds it."""
+        by_patient: dict[str, set[str]] = {}
+        for patient, variable in changed:
+            by_patient.setdefault(patient, set()).add(variable)
+        a = _T_ASSESS.c
+        hits: list[int] = []
+        patients = sorted(by_patient)
+        for start in range(0, len(patients), 500):
+            rows = self.session.execute(select(a.ra_pk, a.patient_id, a.variables).where(
+                a.patient_id.in_(patients[start : start + 500]), a.outdated == false())).all()
+            hits.extend(pk for pk, patient, names in rows if by_patient[patient].intersection(names.split()))
+        if not hits:
+            return
+        from .indexer import index_resource
+
+        for stored in self.read_pks(hits):
+            assert stored.body is not None
+            doc = orjson.loads(stored.body)
+            meta = doc.setdefault("meta", {})
+            meta["tag"] = [*meta.get("tag", []), OUTDATED_TAG]
+            body = orjson.dumps(doc)
+            v = _T_VERSION.c
+            self.session.execute(update(_T_VERSION).where(v.res_pk == stored.pk, v.version == stored.version)
+                                 .values(body=codec_encode(body)))
+            for table in _T_INDEX.values():
+                self.session.execute(delete(table).where(table.c.res_pk == stored.pk))
+            index = index_resource(doc)
+            for kind, attr in _ROW_LISTS:
+                index_rows: list[tuple[Any, ...]] = [(stored.pk, stored.rtype, *row) for row in getattr(index, attr)]
+                if index_rows:
+                    self._bulk(_T_INDEX[kind].name, _INDEX_COLS[kind], index_rows)
+        self.session.execute(update(_T_ASSESS).where(a.ra_pk.in_(hits)).values(outdated=True))
 
     def _bulk(self, table: str, cols: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
         """Many rows straight through the driver: executemany on SQLite, COPY on PostgreSQL.
@@ -309,6 +383,32 @@ class ResourceStore:
         with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
+
+    # ---------------------------------------------------------------- twin
+
+    def twin_facts(self, patients: Sequence[str], source_types: Iterable[str],
+                   access: TypeAccess | None = None) -> list[tuple[Any, ...]]:
+        """The twin facts of these patients from live resources the caller may read: rows of
+        (patient_id, variable, value, unit, t, t_end, flags, rtype, rid, version). A source type
+        out of the caller's reach contributes nothing."""
+        f = _T_TWIN.c
+        out: list[tuple[Any, ...]] = []
+        pl = list(patients)
+        for rtype in source_types:
+            reach = self._reach(rtype, access)
+            if reach is None:
+                continue
+            for start in range(0, len(pl), 5000):
+                chunk = pl[start : start + 5000]
+                who = f.patient_id == chunk[0] if len(chunk) == 1 else f.patient_id.in_(chunk)
+                stmt = (
+                    select(f.patient_id, f.variable, f.value, f.unit, f.t, f.t_end, f.flags,
+                           Resource.rtype, Resource.rid, f.version)
+                    .join(Resource, Resource.pk == f.res_pk)
+                    .where(who, Resource.rtype == rtype, *reach)
+                )
+                out.extend(tuple(r) for r in self.session.execute(stmt))
+        return out
 
     # ---------------------------------------------------------------- terminology
 

@@ -1,0 +1,1 @@
+"""FHIR operations ($twin, $simulate, ...): one module each, called from routes through the pipeline."""
