@@ -462,3 +462,23 @@ def test_capability_statement_lists_the_operations(fhir: FhirClient) -> None:
     cs = fhir.get("metadata").json()
     ops = {(r["type"], o["name"]) for r in cs["rest"][0]["resource"] for o in r.get("operation", [])}
     assert {("Patient", "twin"), ("Patient", "simulate"), ("Group", "simulate")} <= ops
+
+
+def test_prevent_worked_example_over_http(fhir: FhirClient, uid: str) -> None:
+    """Khan 2024 supplement Table S25: woman 50, TC 200, HDL 45, SBP 160 on antihypertensives,
+    diabetes, nonsmoker, eGFR 90, BMI 35, no statin -> 10-year total CVD 14.7 %, HF 8.1 %."""
+    p = create(fhir, patient(uid, gender="female", birth="1975-06-01"))
+    pid = p["id"]
+    for r in (lab(pid, "2093-3", 200, "mg/dL"), lab(pid, "2085-9", 45, "mg/dL"), bp(pid, 160),
+              smoking(pid, SMOKING_NEVER), lab(pid, "98979-8", 90, "mL/min/{1.73_m2}"),
+              lab(pid, "39156-5", 35, "kg/m2"), condition(pid, "44054006"),
+              {"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+               "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                                         "code": "314076", "display": "lisinopril 10 MG Oral Tablet"}]},
+               "subject": {"reference": f"Patient/{pid}"}, "authoredOn": "2024-01-01"}):
+        create(fhir, r)
+    b = simulate(fhir, pid, ("model", "prevent-cvd-10y"), ("model", "prevent-hf-10y"))
+    by_model = {e["resource"]["method"]["coding"][0]["code"]: e["resource"] for e in b["entry"]}
+    assert abs(100 * prob(by_model["prevent-cvd-10y"]) - 14.7) <= 0.05
+    assert abs(100 * prob(by_model["prevent-hf-10y"]) - 8.1) <= 0.05
+    assert any(ref["reference"].startswith("MedicationRequest/") for ref in by_model["prevent-cvd-10y"]["basis"])

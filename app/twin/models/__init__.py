@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
-from app.twin.models import framingham, kfre, pce
+from app.twin.models import framingham, kfre, pce, prevent
 from app.twin.models.base import Model
 
 
@@ -23,7 +23,7 @@ def _by_code(*groups: Iterable[Model]) -> Mapping[str, Model]:
     return MappingProxyType(found)
 
 
-MODELS: Mapping[str, Model] = _by_code(pce.MODELS, framingham.MODELS, kfre.MODELS)
+MODELS: Mapping[str, Model] = _by_code(pce.MODELS, prevent.MODELS, framingham.MODELS, kfre.MODELS)
 
 
 def get(code: str) -> Model | None:
