@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -537,8 +538,8 @@ def _ends(got: list[Fact]) -> dict[int, tuple[datetime, bool] | None]:
         elif "end-unknown" not in f.flags:
             out[id(f)] = None
         else:
-            later = next((t for t in starts if f.time is not None and t > f.time), None)
-            out[id(f)] = (later, True) if later is not None else (f.time or _MIN_TIME, False)
+            i = bisect_right(starts, f.time) if f.time is not None else len(starts)
+            out[id(f)] = (starts[i], True) if i < len(starts) else (f.time or _MIN_TIME, False)
     return out
 
 
@@ -576,19 +577,19 @@ def _flag(name: str, got: list[Fact], as_of: datetime) -> Variable:
     return Variable(name, 0.0, "1", None, None, 0, None, ("no-record", *extra), ())
 
 
-def build_state(patient: Mapping[str, Any] | None, patient_version: int | str | None, facts_: Iterable[Fact],
+def build_state(patient: Mapping[str, Any] | None, patient_version: int | str | None, facts: Iterable[Fact],
                 as_of: datetime, stale_after_days: Mapping[str, int] | None = None) -> TwinState:
     """Fold a patient's facts into the twin state at `as_of` (values measured later are not current).
 
     With `patient`, age, sex and race come from that Patient version and any Patient facts among
-    `facts_` are ignored; without it they come from Patient facts among `facts_`.
+    `facts` are ignored; without it they come from Patient facts among `facts`.
     `stale_after_days` overrides the per-variable staleness of variables.json.
     """
     m = maps()
     as_of = _aware(as_of)
     stale = {**m.stale_days, **(stale_after_days or {})}
     by_var: dict[str, list[Fact]] = {}
-    for f in facts_:
+    for f in facts:
         if patient is not None and f.variable in PATIENT_FACTS:
             continue
         if (f.time is not None and f.time.tzinfo is None) or (f.end is not None and f.end.tzinfo is None):
