@@ -116,6 +116,20 @@ def complete(spec: ModelSpec, values: Mapping[str, float | None]) -> dict[str, f
     return out
 
 
+def columns(spec: ModelSpec, x: Mapping[str, Array]) -> list[Array]:
+    """The declared inputs in declaration order, absent optional ones defaulted, broadcast together
+    (what every `risk()` starts from)."""
+    cols: list[Array] = []
+    for item in spec.inputs:
+        if item.name in x:
+            cols.append(np.asarray(x[item.name], dtype=np.float64))
+        elif item.default is not None:
+            cols.append(np.asarray(item.default, dtype=np.float64))
+        else:
+            raise KeyError(f"input {item.name} is missing")
+    return [np.asarray(c, dtype=np.float64) for c in np.broadcast_arrays(*cols)]
+
+
 def as_arrays(values: Mapping[str, float]) -> dict[str, Array]:
     """One patient's inputs as length-1 arrays, for the vectorised `risk()`."""
     return {name: np.asarray([value], dtype=np.float64) for name, value in values.items()}

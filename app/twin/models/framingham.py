@@ -32,7 +32,7 @@ from dataclasses import astuple, dataclass
 
 import numpy as np
 
-from app.twin.models.base import Array, Input, ModelSpec, Outcome
+from app.twin.models.base import Array, Input, ModelSpec, Outcome, columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +124,7 @@ class FraminghamGeneralCvd:
     spec: ModelSpec = SPEC
 
     def risk(self, x: Mapping[str, Array]) -> Array:
-        age, female, tc, hdl, sbp, treated, smoker, diabetes, _, _ = _columns(self.spec, x)
+        age, female, tc, hdl, sbp, treated, smoker, diabetes, _, _ = columns(self.spec, x)
         ln_sbp = np.log(sbp)
         on_treatment = (treated == 1.0).astype(np.float64)
         terms = np.stack(
@@ -143,19 +143,6 @@ class FraminghamGeneralCvd:
         linear = np.sum(terms * _COEFFICIENTS[group], axis=-1)
         result: Array = 1.0 - _BASELINE_SURVIVAL[group] ** np.exp(linear - _MEAN_SUM[group])
         return result
-
-
-def _columns(spec: ModelSpec, x: Mapping[str, Array]) -> list[Array]:
-    """The declared inputs in declaration order, absent optional ones defaulted, broadcast together."""
-    columns: list[Array] = []
-    for item in spec.inputs:
-        if item.name in x:
-            columns.append(np.asarray(x[item.name], dtype=np.float64))
-        elif item.default is not None:
-            columns.append(np.asarray(item.default, dtype=np.float64))
-        else:
-            raise KeyError(f"input {item.name} is missing")
-    return [np.asarray(column, dtype=np.float64) for column in np.broadcast_arrays(*columns)]
 
 
 FRAMINGHAM = FraminghamGeneralCvd()

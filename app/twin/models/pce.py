@@ -35,7 +35,7 @@ from dataclasses import astuple, dataclass
 
 import numpy as np
 
-from app.twin.models.base import Array, Input, ModelSpec, Outcome
+from app.twin.models.base import Array, Input, ModelSpec, Outcome, columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +178,7 @@ class PooledCohortEquations:
     spec: ModelSpec = SPEC
 
     def risk(self, x: Mapping[str, Array]) -> Array:
-        age, female, black, tc, hdl, sbp, treated, smoker, diabetes, _ = _columns(self.spec, x)
+        age, female, black, tc, hdl, sbp, treated, smoker, diabetes, _ = columns(self.spec, x)
         ln_age = np.log(age)
         ln_tc = np.log(tc)
         ln_hdl = np.log(hdl)
@@ -207,19 +207,6 @@ class PooledCohortEquations:
         linear = np.sum(terms * _COEFFICIENTS[group], axis=-1)
         result: Array = 1.0 - _BASELINE_SURVIVAL[group] ** np.exp(linear - _MEAN_SUM[group])
         return result
-
-
-def _columns(spec: ModelSpec, x: Mapping[str, Array]) -> list[Array]:
-    """The declared inputs in declaration order, absent optional ones defaulted, broadcast together."""
-    columns: list[Array] = []
-    for item in spec.inputs:
-        if item.name in x:
-            columns.append(np.asarray(x[item.name], dtype=np.float64))
-        elif item.default is not None:
-            columns.append(np.asarray(item.default, dtype=np.float64))
-        else:
-            raise KeyError(f"input {item.name} is missing")
-    return [np.asarray(column, dtype=np.float64) for column in np.broadcast_arrays(*columns)]
 
 
 PCE = PooledCohortEquations()

@@ -52,7 +52,7 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
-from app.twin.models.base import Array, Input, ModelSpec, Outcome
+from app.twin.models.base import Array, Input, ModelSpec, Outcome, columns
 
 COEFFICIENTS_PATH: Final = (
     Path(__file__).resolve().parents[3] / "fhir_profiles" / "twin" / "prevent_base.json"
@@ -282,20 +282,8 @@ def _logistic(linear: Array) -> Array:
 
 
 def _columns(spec: ModelSpec, x: Mapping[str, Array]) -> dict[str, Array]:
-    """The declared inputs, absent optional ones defaulted, broadcast together."""
-    columns: list[Array] = []
-    for item in spec.inputs:
-        if item.name in x:
-            columns.append(np.asarray(x[item.name], dtype=np.float64))
-        elif item.default is not None:
-            columns.append(np.asarray(item.default, dtype=np.float64))
-        else:
-            raise KeyError(f"input {item.name} is missing")
-    broadcast = np.broadcast_arrays(*columns)
-    return {
-        item.name: np.asarray(column, dtype=np.float64)
-        for item, column in zip(spec.inputs, broadcast, strict=True)
-    }
+    """The declared inputs by name, absent optional ones defaulted, broadcast together."""
+    return {item.name: col for item, col in zip(spec.inputs, columns(spec, x), strict=True)}
 
 
 def _model(horizon: Horizon, outcome: OutcomeKey) -> PreventModel:
