@@ -130,13 +130,13 @@ def _intervention(p: dict[str, Any], where: str) -> tuple[str, float | None]:
             target = float(q["value"])
     if target is None:
         raise BadRequest("bp-target needs a part 'target' with a valueQuantity in mm[Hg]", expression=f"{where}.part")
-    return _bp_target(target, where), target
+    _check_target(target, where)
+    return code, target
 
 
-def _bp_target(target: float, where: str) -> str:
+def _check_target(target: float, where: str) -> None:
     if not 90 <= target <= 180:
         raise BadRequest(f"bp-target's target {target:g} mm[Hg] is outside 90 to 180", expression=where)
-    return "bp-target"
 
 
 def from_query(args: list[tuple[str, str]], known: frozenset[str]) -> Request:
@@ -177,7 +177,8 @@ def from_query(args: list[tuple[str, str]], known: frozenset[str]) -> Request:
         if code == "bp-target":
             if target is None:
                 raise BadRequest("intervention=bp-target needs target=<mm[Hg]>", expression="target")
-            req.interventions[i] = (_bp_target(target, "target"), target)
+            _check_target(target, "target")
+            req.interventions[i] = (code, target)
     if target is not None and not any(c == "bp-target" for c, _ in req.interventions):
         raise BadRequest("'target' applies only with intervention=bp-target", expression="target")
     return _check(req, known, where_models)
@@ -366,9 +367,7 @@ def _respond(ctx: ix.Context, req: Request, rid: str, runs: list[tuple[list[str]
     for ra in assessments:
         url = f"{ctx.base_url}/RiskAssessment/{ra['id']}" if "id" in ra else f"urn:uuid:{uuid.uuid4()}"
         entries.append({"fullUrl": url, "resource": ra})
-    bundle = {"resourceType": "Bundle", "type": "collection", "total": len(entries), "entry": entries}
-    bundle.pop("total")  # total is for searchset and history bundles only (bdl-1)
-    return ix.Result(200, resource=bundle)
+    return ix.Result(200, resource={"resourceType": "Bundle", "type": "collection", "entry": entries})
 
 
 def _members(group: dict[str, Any], as_of: datetime) -> list[str]:
