@@ -387,13 +387,14 @@ class ResourceStore:
     # ---------------------------------------------------------------- twin
 
     def twin_facts(self, patients: Sequence[str], source_types: Iterable[str],
-                   access: TypeAccess | None = None) -> list[tuple[Any, ...]]:
+                   access: TypeAccess | None = None, variables: Iterable[str] | None = None) -> list[tuple[Any, ...]]:
         """The twin facts of these patients from live resources the caller may read: rows of
-        (patient_id, variable, value, unit, t, t_end, flags, rtype, rid, version). A source type
-        out of the caller's reach contributes nothing."""
+        (patient_id, variable, value, unit, t, t_end, flags, rtype, rid, version), only of
+        `variables` when given. A source type out of the caller's reach contributes nothing."""
         f = _T_TWIN.c
         out: list[tuple[Any, ...]] = []
         pl = list(patients)
+        only = [] if variables is None else [f.variable.in_(sorted(set(variables)))]
         for rtype in source_types:
             reach = self._reach(rtype, access)
             if reach is None:
@@ -405,9 +406,9 @@ class ResourceStore:
                     select(f.patient_id, f.variable, f.value, f.unit, f.t, f.t_end, f.flags,
                            Resource.rtype, Resource.rid, f.version)
                     .join(Resource, Resource.pk == f.res_pk)
-                    .where(who, Resource.rtype == rtype, *reach)
+                    .where(who, Resource.rtype == rtype, *only, *reach)
                 )
-                out.extend(tuple(r) for r in self.session.execute(stmt))
+                out.extend(self.session.execute(stmt).all())
         return out
 
     # ---------------------------------------------------------------- terminology

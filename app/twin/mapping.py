@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from .egfr import ckd_epi_2021
 from .state import EXCLUDED, Fact, TwinState, Variable
@@ -501,6 +500,8 @@ def _trend(points: Sequence[tuple[datetime, float]]) -> float | None:
     t0 = points[0][0]
     xs = np.fromiter(((t - t0).total_seconds() / 86_400 / DAYS_PER_YEAR for t, _ in points), dtype=np.float64)
     ys = np.fromiter((y for _, y in points), dtype=np.float64)
+    from scipy import stats  # imported on first use: it costs the server's start ~0.4 s
+
     return float(stats.linregress(xs, ys).slope)
 
 
@@ -510,6 +511,8 @@ def _stale(t: datetime | None, as_of: datetime, days: int) -> tuple[str, ...]:
 
 def _measured(name: str, unit: str, got: list[Fact], as_of: datetime, stale_days: int, trend: bool = True) -> Variable:
     """A measured variable: the latest usable value at or before as_of, its count and trend."""
+    if not got:
+        return Variable(name, None, unit, None, None, 0, None, (), ())
     dated = sorted((f for f in got if f.time is None or f.time <= as_of), key=_key)
     usable = [f for f in dated if f.usable]
     current = usable[-1] if usable else None
@@ -545,6 +548,8 @@ def _ends(got: list[Fact]) -> dict[int, tuple[datetime, bool] | None]:
 
 def _flag(name: str, got: list[Fact], as_of: datetime) -> Variable:
     """A condition or treatment: 1 while a usable record is active at as_of, else 0."""
+    if not got:
+        return Variable(name, 0.0, "1", None, None, 0, None, ("no-record",), ())
     relevant = [f for f in got if f.time is None or f.time <= as_of]
     started = sorted((f for f in relevant if f.usable), key=_key)
     extra = ("unconfirmed",) if any("unconfirmed" in f.flags for f in relevant) else ()
@@ -578,14 +583,18 @@ def _flag(name: str, got: list[Fact], as_of: datetime) -> Variable:
 
 
 def build_state(patient: Mapping[str, Any] | None, patient_version: int | str | None, facts: Iterable[Fact],
-                as_of: datetime, stale_after_days: Mapping[str, int] | None = None) -> TwinState:
+                as_of: datetime, stale_after_days: Mapping[str, int] | None = None, *,
+                only: Iterable[str] | None = None, trends: bool = True) -> TwinState:
     """Fold a patient's facts into the twin state at `as_of` (values measured later are not current).
 
     With `patient`, age, sex and race come from that Patient version and any Patient facts among
     `facts` are ignored; without it they come from Patient facts among `facts`.
-    `stale_after_days` overrides the per-variable staleness of variables.json.
+    `stale_after_days` overrides the per-variable staleness of variables.json. With `only`, the
+    state holds just those variables (plus age, sex and race); `trends=False` leaves trends out
+    (a population run needs neither the rest nor the trends).
     """
     m = maps()
+    wanted = None if only is None else set(only)
     as_of = _aware(as_of)
     stale = {**m.stale_days, **(stale_after_days or {})}
     by_var: dict[str, list[Fact]] = {}
@@ -606,16 +615,31 @@ def build_state(patient: Mapping[str, Any] | None, patient_version: int | str | 
                 pid = by_var[name][0].source.split("/")[1]
                 break
 
+    if wanted is not None and "egfr" in wanted:
+        wanted.add("creatinine")
     out: dict[str, Variable] = {}
     out.update(_demographics(m, by_var, as_of))
     for name, spec in m.quantities.items():
-        out[name] = _measured(name, spec.unit, by_var.get(name, []), as_of, stale[name])
-    smoking = by_var.get("smoker", [])
-    out["smoker"] = _measured("smoker", "1", smoking, as_of, stale["smoker"], trend=False)
+        if wanted is None or name in wanted:
+            out[name] = _measured(name, spec.unit, by_var.get(name, []), as_of, stale[name], trend=trends)
+    if wanted is None or "smoker" in wanted:
+        out["smoker"] = _measured("smoker", "1", by_var.get("smoker", []), as_of, stale["smoker"], trend=False)
     for name in (*CONDITIONS, *TREATMENTS):
-        out[name] = _flag(name, by_var.get(name, []), as_of)
-    _derive_egfr(out, by_var, as_of, stale["egfr"])
-    return TwinState(pid, as_of, {name: out[name] for name in VOCABULARY})
+        if wanted is None or name in wanted:
+            out[name] = _flag(name, by_var.get(name, []), as_of)
+    if "egfr" in out:
+        _derive_egfr(out, by_var, as_of, stale["egfr"], trends)
+    return TwinState(pid, as_of, {name: out[name] for name in VOCABULARY if name in out})
+
+
+def sources_of(variables: Iterable[str]) -> set[str]:
+    """The fact variables that state variables are folded from (see build_state's `only`)."""
+    out = set(variables)
+    if "age" in out:
+        out |= {"birth_date", "deceased"}
+    if "egfr" in out:
+        out.add("creatinine")
+    return out
 
 
 def _latest(got: list[Fact] | None) -> Fact | None:
@@ -646,7 +670,8 @@ def _demographics(m: Maps, by_var: Mapping[str, list[Fact]], as_of: datetime) ->
     return out
 
 
-def _derive_egfr(out: dict[str, Variable], by_var: Mapping[str, list[Fact]], as_of: datetime, stale_days: int) -> None:
+def _derive_egfr(out: dict[str, Variable], by_var: Mapping[str, list[Fact]], as_of: datetime, stale_days: int,
+                 trend: bool = True) -> None:
     """eGFR by CKD-EPI 2021 from creatinine when no eGFR was measured at or after the latest creatinine."""
     scr, measured = out["creatinine"], out["egfr"]
     birth = _latest(by_var.get("birth_date"))
@@ -672,5 +697,5 @@ def _derive_egfr(out: dict[str, Variable], by_var: Mapping[str, list[Fact]], as_
         out["egfr"] = Variable("egfr", None, spec.unit, None, None, 0, None, (*flags, "implausible"), ())
         return
     flags.update(dict.fromkeys(_stale(scr.time, as_of, stale_days)))
-    out["egfr"] = Variable("egfr", current, spec.unit, scr.time, scr.source, len(usable), _trend(usable), tuple(flags),
+    out["egfr"] = Variable("egfr", current, spec.unit, scr.time, scr.source, len(usable), _trend(usable) if trend else None, tuple(flags),
                            tuple(dict.fromkeys((scr.source, sex.source, birth.source))))

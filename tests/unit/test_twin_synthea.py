@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import cache, lru_cache
 from pathlib import Path
@@ -319,3 +320,18 @@ def test_every_condition_in_the_data_maps_by_its_snomed_code() -> None:
         assert {f.variable for f in got} == expected, r["code"]
         seen |= expected
     assert seen == set(wanted)
+
+
+@pytest.mark.parametrize(("key", "which"), CASES)
+@pytest.mark.parametrize("only", [("tc", "hdl", "sbp", "bp_treated", "smoker", "diabetes"), ("egfr", "uacr"),
+                                  ("age",)])
+def test_a_partial_state_without_trends_equals_the_full_one(key: str, which: str, only: tuple[str, ...]) -> None:
+    """What a Group run folds (only the model's variables, no trends) is the full state's subset."""
+    as_of = as_of_for(key, which)
+    full = twin(key, as_of)
+    got = [f for r in resources(key) for f in facts(r, 1)]
+    part = build_state(of_type(key, "Patient")[0], 1, got, as_of, only=only, trends=False)
+    assert set(only) | {"age", "female", "black"} <= set(part.variables)
+    for name, v in part.variables.items():
+        assert v.trend_per_year is None
+        assert replace(v, trend_per_year=full.variables[name].trend_per_year) == full.variables[name], name

@@ -405,14 +405,18 @@ def group_simulate(ctx: ix.Context, rid: str, req: Request) -> ix.Result:
     # Members the caller may not read are left out, and counted only as "not visible".
     patients = {p.rid: p for p in ctx.store.read_many([("Patient", m) for m in members], access)}
     visible = [m for m in members if m in patients]
-    rows = ctx.store.twin_facts(visible, [t for t in SOURCE_TYPES if t != "Patient"], access)
+    # Only the variables the models take are read and folded, without trends.
+    needed = {i.name for code in req.models if (m := get(code)) is not None for i in m.spec.inputs}
+    rows = ctx.store.twin_facts(visible, [t for t in SOURCE_TYPES if t != "Patient"], access,
+                                variables=mapping.sources_of(needed))
     facts = from_rows(rows)
     states: list[tuple[str, int, TwinState]] = []
     for pid in visible:
         stored = patients[pid]
         assert stored.body is not None
         states.append((pid, stored.version, mapping.build_state(orjson.loads(stored.body), stored.version,
-                                                                 facts.get(pid, []), req.as_of)))
+                                                                 facts.get(pid, []), req.as_of, only=needed,
+                                                                 trends=False)))
     params: list[dict[str, Any]] = [
         {"name": "group", "valueReference": {"reference": f"Group/{rid}/_history/{s.version}"}},
         {"name": "asOf", "valueDateTime": req.as_of.strftime("%Y-%m-%dT%H:%M:%SZ")},
