@@ -288,15 +288,25 @@ class ResourceStore:
                   "b_deleted": writes[i].body is None} for i in old],
             )
             old_pks = [writes[i].existing_pk for i in old]
+            before: dict[int, set[tuple[Any, ...]]] = {}
             for start in range(0, len(old_pks), 500):
                 chunk = old_pks[start : start + 500]
-                # The twin variables the replaced versions fed: assessments built on them are outdated now.
+                # The facts the replaced versions gave, to compare with what the new versions give.
                 f = _T_TWIN.c
-                changed.extend(s.execute(select(f.patient_id, f.variable).where(f.res_pk.in_(chunk))).all())
+                for pk, *fact in s.execute(select(f.res_pk, f.patient_id, f.variable, f.value, f.unit, f.t,
+                                                  f.t_end, f.flags).where(f.res_pk.in_(chunk))):
+                    before.setdefault(pk, set()).add(tuple(fact))
                 for table in (*_T_INDEX.values(), _T_COMPARTMENT, _T_TWIN):
                     s.execute(delete(table).where(table.c.res_pk.in_(chunk)))
                 # A stored assessment that is replaced or deleted is no longer the server's to mark.
                 s.execute(delete(_T_ASSESS).where(_T_ASSESS.c.ra_pk.in_(chunk)))
+            # A variable changes where the facts differ (a correction, a delete, an edited birth date),
+            # not where a new version says the same thing (an edited name or note).
+            for i in old:
+                w = writes[i]
+                was = before.get(w.existing_pk or 0, set())
+                now = {tuple(fact) for fact in (w.twin or ()) if w.body is not None}
+                changed.extend((fact[0], fact[1]) for fact in was ^ now)
         self._bulk(
             "resource_version", _VERSION_COLS,
             [(pks[i], w.rtype, w.version, w.lu, w.method, w.body is None, codec_encode(w.body)) for i, w in enumerate(writes)],
@@ -304,11 +314,13 @@ class ResourceStore:
         per_table: dict[str, list[tuple[Any, ...]]] = {k: [] for k in INDEX_TABLES}
         comp_rows: list[tuple[Any, ...]] = []
         twin_rows: list[tuple[Any, ...]] = []
+        new_rows_of: list[bool] = []  # per twin row: from a new resource (replaced ones compared above)
         for i, w in enumerate(writes):
             if w.index is None or w.body is None:
                 continue
             if w.twin:
                 twin_rows.extend((pks[i], *fact, w.version) for fact in w.twin)
+                new_rows_of.extend([w.existing_pk is None] * len(w.twin))
             pk = pks[i]
             rt = w.rtype
             for kind, attr in _ROW_LISTS:
@@ -323,7 +335,7 @@ class ResourceStore:
             self._bulk("res_compartment", ("res_pk", "patient_id"), comp_rows)
         if twin_rows:
             self._bulk("twin_fact", _TWIN_COLS, twin_rows)
-            changed.extend((r[1], r[2]) for r in twin_rows)
+            changed.extend((r[1], r[2]) for i, r in zip(new_rows_of, twin_rows, strict=True) if i)
         if changed:
             self._outdate(changed)
         return [int(p) for p in pks if p is not None]

@@ -633,12 +633,13 @@ def build_state(patient: Mapping[str, Any] | None, patient_version: int | str | 
 
 
 def sources_of(variables: Iterable[str]) -> set[str]:
-    """The fact variables that state variables are folded from (see build_state's `only`)."""
+    """The fact variables that state variables are folded from (see build_state's `only`): age
+    from the birth date (and death), a derived eGFR from creatinine, birth date and sex."""
     out = set(variables)
+    if "egfr" in out:
+        out |= {"creatinine", "birth_date", "female"}
     if "age" in out:
         out |= {"birth_date", "deceased"}
-    if "egfr" in out:
-        out.add("creatinine")
     return out
 
 

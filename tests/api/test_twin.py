@@ -385,6 +385,36 @@ def test_correcting_a_basis_resource_outdates(fhir: FhirClient, uid: str) -> Non
     assert len(tagged) == 1
 
 
+def test_only_changed_inputs_outdate_patient_edits_included(fhir: FhirClient, uid: str) -> None:
+    pid, made = table_a_man(fhir, uid)
+    ra = simulate(fhir, pid, ("model", "pce-ascvd-10y"), ("persist", True))
+
+    def outdated() -> bool:
+        return bool(entries(search(fhir, "RiskAssessment", {"_id": ra["id"], "_tag": TAG})))
+
+    def put(resource: dict[str, Any]) -> None:
+        r = fhir.put(f"{resource['resourceType']}/{resource['id']}", json=resource)
+        assert r.status_code == 200, r.text
+
+    # New versions that say the same about the inputs: a name change, a note on the cholesterol
+    person = {k: v for k, v in made["patient"].items() if k != "meta"}
+    put({**person, "name": [{"family": "Renamed"}]})
+    tc = {k: v for k, v in made["tc"].items() if k != "meta"}
+    put({**tc, "note": [{"text": "fasting"}]})
+    assert not outdated()
+    # A corrected birth date changes age, an input of the model
+    put({**person, "name": [{"family": "Renamed"}], "birthDate": "1968-06-01"})
+    assert outdated()
+
+
+def test_a_corrected_sex_outdates(fhir: FhirClient, uid: str) -> None:
+    pid, made = table_a_man(fhir, uid)
+    ra = simulate(fhir, pid, ("model", "pce-ascvd-10y"), ("persist", True))
+    person = {k: v for k, v in made["patient"].items() if k != "meta"}
+    assert fhir.put(f"Patient/{pid}", json={**person, "gender": "female"}).status_code == 200
+    assert entries(search(fhir, "RiskAssessment", {"_id": ra["id"], "_tag": TAG}))
+
+
 # ---------------------------------------------------------------- scopes
 
 

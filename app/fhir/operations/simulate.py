@@ -349,7 +349,7 @@ def _persist(ctx: ix.Context, patient: str, variables: list[str], ra: dict[str, 
     variables it used, so that new data marks it outdated."""
     r = ix.create(ctx, "RiskAssessment", ra)
     assert r.stored is not None
-    ctx.store.track_assessment(r.stored.pk, patient, variables)
+    ctx.store.track_assessment(r.stored.pk, patient, mapping.sources_of(variables))
     return r.stored
 
 
