@@ -182,6 +182,26 @@ def _load(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _twin_refresh() -> int:
+    """Recompute every stored twin fact from the stored versions, batch by batch (each batch its
+    own transaction: the server keeps serving), and mark the assessments whose inputs changed."""
+    from app import create_app
+    from app.fhir.operations.facts import refresh
+    from app.store.repository import ResourceStore
+
+    _init_db(quiet=True)
+    app = create_app()
+    fhir = app.extensions["fhirtwin"]
+    t = time.perf_counter()
+    with fhir.db.session(write=True) as conn:
+        store = ResourceStore(conn, is_sqlite=fhir.db.is_sqlite)
+        result = refresh(store, conn.commit)
+    for rtype, (seen, rewritten) in result.items():
+        print(f"{rtype}: {seen} resources read, {rewritten} with changed facts")
+    print(f"twin facts refreshed in {time.perf_counter() - t:.1f} s")
+    return 0
+
+
 def _clients(args: argparse.Namespace) -> int:
     from app import create_app
     from app.auth.clients import register_client
@@ -375,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--hours", type=float, default=8)
     t.add_argument("--port", type=int, default=8080)
     t.add_argument("--base", default="", help="the FHIR base URL the token is for (default http://127.0.0.1:PORT/fhir)")
+    tw = sub.add_parser("twin", help="digital twin maintenance")
+    tw.add_argument("action", choices=["refresh"],
+                    help="refresh: recompute stored twin facts after the code lists in fhir_profiles/twin changed")
     dm = sub.add_parser("demo", help="register demo credentials and print an example request")
     dm.add_argument("--host", default="127.0.0.1")
     dm.add_argument("--port", type=int, default=8080)
@@ -394,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "db":
         _init_db()
         return 0
+    if args.cmd == "twin":
+        return _twin_refresh()
     return _load(args)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -339,6 +339,48 @@ class ResourceStore:
         if changed:
             self._outdate(changed)
         return [int(p) for p in pks if p is not None]
+
+    def refresh_twin(self, rtype: str, after: int,
+                     compute: Callable[[str, dict[str, Any], int, list[str]], list[tuple[Any, ...]] | None],
+                     batch: int = 500) -> tuple[int | None, int, int]:
+        """Recompute the twin facts of the next `batch` live resources of `rtype` (pk > after) from
+        their stored current versions with `compute` (after the code lists changed); rewrite only
+        the resources whose facts differ and mark the assessments built on them. Returns (the
+        last pk done, or None when there are no more; resources read; resources rewritten).
+        The caller commits."""
+        f = _T_TWIN.c
+        rows = self.session.execute(self._current().where(
+            Resource.rtype == rtype, Resource.deleted == false(), Resource.pk > after)
+            .order_by(Resource.pk).limit(batch)).all()
+        if not rows:
+            return None, 0, 0
+        page = [self._stored(r) for r in rows]
+        pks = [st.pk for st in page]
+        comps: dict[int, list[str]] = {}
+        c = _T_COMPARTMENT.c
+        for pk, patient in self.session.execute(select(c.res_pk, c.patient_id).where(c.res_pk.in_(pks))):
+            comps.setdefault(pk, []).append(patient)
+        before: dict[int, set[tuple[Any, ...]]] = {}
+        for pk, *fact in self.session.execute(select(f.res_pk, f.patient_id, f.variable, f.value, f.unit, f.t,
+                                                     f.t_end, f.flags).where(f.res_pk.in_(pks))):
+            before.setdefault(pk, set()).add(tuple(fact))
+        changed: list[tuple[str, str]] = []
+        stale: list[int] = []
+        fresh: list[tuple[Any, ...]] = []
+        for st in page:
+            assert st.body is not None
+            now = compute(rtype, orjson.loads(st.body), st.version, comps.get(st.pk, [])) or []
+            diff = before.get(st.pk, set()) ^ {tuple(x) for x in now}
+            if diff:
+                stale.append(st.pk)
+                fresh.extend((st.pk, *x, st.version) for x in now)
+                changed.extend((x[0], x[1]) for x in diff)
+        if stale:
+            self.session.execute(delete(_T_TWIN).where(f.res_pk.in_(stale)))
+            if fresh:
+                self._bulk("twin_fact", _TWIN_COLS, fresh)
+            self._outdate(changed)
+        return pks[-1], len(page), len(stale)
 
     # ---------------------------------------------------------------- stored assessments
 

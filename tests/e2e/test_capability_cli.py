@@ -129,3 +129,35 @@ def test_cli_users_clients_and_demo_credentials_work_at_the_authorize_page(tmp_p
         assert exchange(fresh, flow, "demo-app", redirect_uri="http://127.0.0.1:9000/callback").status_code == 200
     finally:
         app.extensions["fhirtwin"].db.dispose()
+
+
+def test_cli_twin_refresh_recomputes_facts_that_differ_from_the_code_lists(tmp_path: Path) -> None:
+    """Facts computed under other code lists (emulated: one variable's rows dropped, another's
+    values changed) are recomputed from the stored versions; only those resources are rewritten,
+    and a second run finds nothing to do."""
+    env = dict(os.environ, FHIRTWIN_INSTANCE=str(tmp_path), DATABASE_URL=database_url(tmp_path, "clitwin"))
+    assert _cli(env, "db", "init").returncode == 0
+    blaze = [f for f in synthea_files() if f.parent.name == "blaze-synthea-2.7"]
+    chosen = [f for f in blaze if f.name.startswith("0-")] + [f for f in blaze if not f.name.startswith("0-")][:2]
+    r = _cli(env, "load", *map(str, chosen))
+    assert r.returncode == 0, r.stderr
+    eng = sa.create_engine(env["DATABASE_URL"])
+    facts = sa.text("SELECT res_pk, patient_id, variable, value, unit, t, t_end, version, flags FROM twin_fact")
+    with eng.begin() as c:
+        original = sorted(c.execute(facts).all())
+        weights = c.execute(sa.text("SELECT count(DISTINCT res_pk) FROM twin_fact WHERE variable = 'weight'")).scalar()
+        heights = c.execute(sa.text("SELECT count(DISTINCT res_pk) FROM twin_fact WHERE variable = 'height'")).scalar()
+        assert weights and heights
+        c.execute(sa.text("DELETE FROM twin_fact WHERE variable = 'weight'"))
+        c.execute(sa.text("UPDATE twin_fact SET value = value + 1 WHERE variable = 'height'"))
+    r = _cli(env, "twin", "refresh")
+    assert r.returncode == 0, r.stderr
+    assert "Observation: " in r.stdout and f"{weights + heights} with changed facts" in r.stdout, r.stdout
+    assert "Patient: " in r.stdout and "Condition: " in r.stdout
+    with eng.connect() as c:
+        restored = sorted(c.execute(facts).all())
+    eng.dispose()
+    assert restored == original
+    again = _cli(env, "twin", "refresh")
+    assert again.returncode == 0 and "with changed facts" in again.stdout
+    assert all(line.endswith(" 0 with changed facts") for line in again.stdout.splitlines() if "changed" in line)

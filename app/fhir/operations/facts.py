@@ -3,12 +3,15 @@ store keeps (in the write's transaction), and stored rows back as facts for the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.twin import mapping
 from app.twin.state import Fact
+
+if TYPE_CHECKING:
+    from app.store.repository import ResourceStore
 
 # The resource types whose versions carry twin facts.
 SOURCE_TYPES: tuple[str, ...] = ("Patient", "Observation", "Condition", "MedicationRequest")
@@ -69,4 +72,23 @@ def from_rows(rows: Sequence[tuple[Any, ...]]) -> dict[str, list[Fact]]:
         out.setdefault(patient, []).append(Fact(
             variable=variable, value=value, unit=unit, time=_dt(t), source=f"{rtype}/{rid}/_history/{version}",
             flags=tuple(flags.split(",")) if flags else (), end=_dt(t_end)))
+    return out
+
+
+def refresh(store: ResourceStore, commit: Callable[[], None], batch: int = 500) -> dict[str, tuple[int, int]]:
+    """Recompute every stored fact from the stored current versions, after an operator changed
+    the code lists in fhir_profiles/twin: per source type (resources read, resources whose facts
+    changed). Commits after each batch, so a large store is not locked for the whole run."""
+    out: dict[str, tuple[int, int]] = {}
+    for rtype in SOURCE_TYPES:
+        after, seen, rewritten = 0, 0, 0
+        while True:
+            last, n, changed = store.refresh_twin(rtype, after, fact_rows, batch)
+            if last is None:
+                break
+            commit()
+            seen += n
+            rewritten += changed
+            after = last
+        out[rtype] = (seen, rewritten)
     return out
