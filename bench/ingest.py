@@ -47,13 +47,16 @@ def ingest(files: list[Path]) -> tuple[int, float, float]:
     from app.auth import internal_token
 
     auth = {"Authorization": f"Bearer {internal_token(app, 'http://localhost/fhir')}"}
+    from app.fhir.parallel import helper_cpu_seconds
+
     total = 0
-    t, c = time.perf_counter(), time.process_time()
+    # CPU time counts the validation helper process too (app.fhir.parallel).
+    t, c = time.perf_counter(), time.process_time() + helper_cpu_seconds()
     for f in files:
         r = client.post("/fhir", data=f.read_bytes(), headers={"Content-Type": "application/fhir+json", **auth})
         assert r.status_code == 200, r.get_data()[:500]
         total += len(r.get_json()["entry"])
-    return total, time.perf_counter() - t, time.process_time() - c
+    return total, time.perf_counter() - t, time.process_time() + helper_cpu_seconds() - c
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ from app.store.query import SearchQuery
 from app.store.repository import PendingWrite, Stored
 
 from . import interactions as ix
+from . import parallel
 from .resources import RESOURCE_TYPES
 from .summary import apply_elements, apply_summary
 
@@ -342,6 +343,19 @@ def batch(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
             pending.clear()
             pending_criteria.clear()
 
+    # The bodies of creates are checked up front, a large batch on two cores (app.fhir.parallel);
+    # an entry that fails is checked again in its turn, which answers it with its own outcome.
+    creates: dict[int, Any] = {}
+    for i, raw in enumerate(raw_entries):
+        res = raw.get("resource") if isinstance(raw, dict) else None
+        req = raw.get("request") if isinstance(raw, dict) else None
+        if isinstance(res, dict) and isinstance(res.get("resourceType"), str) and isinstance(req, dict) \
+                and req.get("method") == "POST":
+            creates[i] = res
+    positions = list(creates)
+    jobs = [(creates[i]["resourceType"], creates[i], None) for i in positions]
+    valid = set(positions).difference(positions[j] for j in parallel.failing(jobs, ix.check_body))
+
     for i, raw in enumerate(raw_entries):
         sp = None
         try:
@@ -351,7 +365,8 @@ def batch(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
                 criteria = e.request.get("ifNoneExist")
                 if criteria and criteria in pending_criteria:
                     flush()
-                found = ix.prepare_create(ctx, e.rtype or "", e.resource, if_none_exist=criteria)
+                found = ix.prepare_create(ctx, e.rtype or "", e.resource, if_none_exist=criteria,
+                                          validated=i in valid and e.resource is creates.get(i))
                 if isinstance(found, ix.Result):
                     out[i] = _response_entry(ctx, found, True)
                 elif (check := ix.admit(ctx, "create", found)) is not None:
@@ -422,37 +437,11 @@ def _rewrite(spots: list[Spot], idmap: dict[str, str]) -> None:
             container[key] = _NARRATIVE_LINK.sub(lambda m: m.group(1) + idmap.get(m.group(2), m.group(2)) + m.group(3), value)
 
 
-def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
-    entries: list[Entry] = []
-    full_urls: dict[str, int] = {}
-    for i, raw in enumerate(raw_entries):
-        e = _parse_entry(ctx, i, raw)
-        if e.full_url:
-            if e.full_url in full_urls and e.method != "GET":
-                raise BadRequest(
-                    f"Bundle.entry[{i}] repeats fullUrl {e.full_url} of entry {full_urls[e.full_url]}",
-                    expression=f"Bundle.entry[{i}].fullUrl",
-                )
-            full_urls[e.full_url] = i
-        entries.append(e)
-
-    # Every entry must be allowed by the token before anything runs.
-    for e in entries:
-        try:
-            _permit(ctx, e)
-        except FhirError as err:
-            raise _entry_error(err, e) from None
-
-    # Validate first, before the first statement opens the transaction: validation is pure and the
-    # costliest step, so on SQLite it runs outside the write lock and concurrent loads overlap.
-    # Rewriting references later changes only reference strings, which validation accepts either way.
-    for e in entries:
-        if e.method in ("POST", "PUT"):
-            try:
-                ix.check_body(e.rtype or "", e.resource, e.rid if e.method == "PUT" else None)
-            except FhirError as err:
-                raise _entry_error(err, e) from None
-
+def _resolve(ctx: ix.Context, entries: list[Entry], full_urls: dict[str, int],
+             prepared: dict[int, PendingWrite]) -> None:
+    """Identities (new ids, matches of conditional creates/updates/deletes, conditional
+    references, all against the store as it was before the transaction), references rewritten,
+    and each create's version prepared (stamped, serialised, indexed): everything but writes."""
     idmap: dict[str, str] = {}
     targets: dict[str, int] = {}
 
@@ -534,11 +523,75 @@ def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
             raise err_cls(f"Conditional reference '{ref}' matches {len(matches)} resources; exactly one is required")
         idmap[ref] = f"{rtype}/{matches[0][1]}"
 
-    # Rewrite every resource (validated above) before anything is written.
+    # Rewrite every resource before anything is written.
     to_write = [e for e in entries if e.method in ("POST", "PUT") and not e.skip_create]
     if idmap:
         for e in to_write:
             _rewrite(spots.get(e.index, []), idmap)
+
+    for e in to_write:
+        if e.method == "POST":
+            prepared[e.index] = ix.prepare(e.rtype or "", e.rid or "", 1, e.resource, "POST", None)
+
+
+def _raise_invalid(job: parallel.Job, e: Entry) -> None:
+    try:
+        ix.check_body(*job)
+    except FhirError as err:
+        raise _entry_error(err, e) from None
+
+
+# This process's part of a large transaction's validation; the helper checks the rest while
+# this process also resolves and prepares (see transaction).
+_HERE_SHARE = 0.35
+
+
+def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
+    entries: list[Entry] = []
+    full_urls: dict[str, int] = {}
+    for i, raw in enumerate(raw_entries):
+        e = _parse_entry(ctx, i, raw)
+        if e.full_url:
+            if e.full_url in full_urls and e.method != "GET":
+                raise BadRequest(
+                    f"Bundle.entry[{i}] repeats fullUrl {e.full_url} of entry {full_urls[e.full_url]}",
+                    expression=f"Bundle.entry[{i}].fullUrl",
+                )
+            full_urls[e.full_url] = i
+        entries.append(e)
+
+    # Every entry must be allowed by the token before anything runs.
+    for e in entries:
+        try:
+            _permit(ctx, e)
+        except FhirError as err:
+            raise _entry_error(err, e) from None
+
+    # Validate before anything is written. A large transaction is checked on two cores
+    # (app.fhir.parallel): this process checks the first part, then resolves identities and
+    # prepares the creates (pure work) while the helper checks the rest. Invalid bodies are
+    # reported before anything the resolving found, as a serial check would; rewriting references
+    # changes only reference strings, which validation accepts either way.
+    checked = [e for e in entries if e.method in ("POST", "PUT")]
+    jobs = [(e.rtype or "", e.resource, e.rid if e.method == "PUT" else None) for e in checked]
+    prepared: dict[int, PendingWrite] = {}
+    deferred: FhirError | None = None
+    with parallel.Split(jobs, ix.check_body, here=_HERE_SHARE) as split:
+        for i in split.here():
+            _raise_invalid(jobs[i], checked[i])
+        try:
+            _resolve(ctx, entries, full_urls, prepared)
+        except FhirError as err:
+            deferred = err
+        except Exception:
+            # A body the helper has yet to reject may trip the resolving; its verdict comes first.
+            for i in split.there():
+                _raise_invalid(split.job(i), checked[i])
+            raise
+        for i in split.there():
+            _raise_invalid(split.job(i), checked[i])
+    if deferred is not None:
+        raise deferred
 
     # Execute in the R4 order: DELETE, POST, PUT/PATCH, GET.
     results: dict[int, ix.Result] = {}
@@ -559,7 +612,7 @@ def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
             r = ix.Result(200, existing.body, ix.version_headers(ctx, existing), existing)
             results[e.index] = r
             continue
-        w = ix.prepare(e.rtype or "", e.rid or "", 1, e.resource, "POST", None)
+        w = prepared[e.index]
         try:
             # With its references rewritten, the new version's compartments are final.
             checks[e.index] = ix.admit(ctx, "create", w)

@@ -268,9 +268,10 @@ def created(ctx: Context, w: PendingWrite, pk: int) -> Result:
     return Result(201, s.body, version_headers(ctx, s), s)
 
 
-def prepare_create(ctx: Context, rtype: str, resource: Any, *, if_none_exist: str | None = None) -> Result | PendingWrite:
+def prepare_create(ctx: Context, rtype: str, resource: Any, *, if_none_exist: str | None = None,
+                   validated: bool = False) -> Result | PendingWrite:
     """Everything of a create but the write: the existing match (If-None-Exist), or the version to write."""
-    resource = check_body(rtype, resource)
+    resource = check_body(rtype, resource, validated=validated)
     if if_none_exist:
         matches = conditional_matches(ctx, rtype, if_none_exist.split("?", 1)[-1], "If-None-Exist", "create")
         if len(matches) > 1:
