@@ -343,8 +343,10 @@ def batch(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
             pending.clear()
             pending_criteria.clear()
 
-    # The bodies of creates are checked up front, a large batch on two cores (app.fhir.parallel);
-    # an entry that fails is checked again in its turn, which answers it with its own outcome.
+    # The bodies of creates are checked up front, a large batch on two cores (app.fhir.parallel):
+    # this process checks its part and runs those entries while the helper checks the rest, whose
+    # verdicts are awaited at the first entry of the helper's part. An entry that fails is checked
+    # again in its turn, which answers it with its own outcome.
     creates: dict[int, Any] = {}
     for i, raw in enumerate(raw_entries):
         res = raw.get("resource") if isinstance(raw, dict) else None
@@ -354,44 +356,47 @@ def batch(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
             creates[i] = res
     positions = list(creates)
     jobs = [(creates[i]["resourceType"], creates[i], None) for i in positions]
-    valid = set(positions).difference(positions[j] for j in parallel.failing(jobs, ix.check_body))
-
-    for i, raw in enumerate(raw_entries):
-        sp = None
-        try:
-            e = _parse_entry(ctx, i, raw)
-            _permit(ctx, e)
-            if e.method == "POST":
-                criteria = e.request.get("ifNoneExist")
-                if criteria and criteria in pending_criteria:
-                    flush()
-                found = ix.prepare_create(ctx, e.rtype or "", e.resource, if_none_exist=criteria,
-                                          validated=i in valid and e.resource is creates.get(i))
-                if isinstance(found, ix.Result):
-                    out[i] = _response_entry(ctx, found, True)
-                elif (check := ix.admit(ctx, "create", found)) is not None:
-                    # Only the written index rows can tell (granular scopes): written on its own.
-                    flush()
-                    sp = session.begin_nested()
-                    pk = ctx.store.write([found])[0]
-                    ix.verify(ctx, "create", found.rtype, pk, check)
-                    sp.commit()
-                    out[i] = _response_entry(ctx, ix.created(ctx, found, pk), True)
-                else:
-                    pending.append((i, found))
-                    if criteria:
-                        pending_criteria.add(criteria)
-                continue
-            flush()
-            sp = session.begin_nested()
-            r = _run_one(ctx, e)
-            sp.commit()
-            out[i] = _response_entry(ctx, r, e.method not in ("GET", "HEAD"))
-        except FhirError as err:
-            if sp is not None:
-                sp.rollback()
-            out[i] = {"response": {"status": f"{err.status}", "outcome": err.outcome()}}
-    flush()
+    with parallel.Split(jobs, ix.check_body, here=_BATCH_SHARE) as split:
+        invalid = {positions[j] for j in split.here()}
+        awaited_from = positions[split.first_there] if split.theirs else len(raw_entries)
+        for i, raw in enumerate(raw_entries):
+            if i == awaited_from:
+                invalid.update(positions[j] for j in split.there())
+            sp = None
+            try:
+                e = _parse_entry(ctx, i, raw)
+                _permit(ctx, e)
+                if e.method == "POST":
+                    criteria = e.request.get("ifNoneExist")
+                    if criteria and criteria in pending_criteria:
+                        flush()
+                    found = ix.prepare_create(ctx, e.rtype or "", e.resource, if_none_exist=criteria,
+                                              validated=i in creates and i not in invalid and e.resource is creates[i])
+                    if isinstance(found, ix.Result):
+                        out[i] = _response_entry(ctx, found, True)
+                    elif (check := ix.admit(ctx, "create", found)) is not None:
+                        # Only the written index rows can tell (granular scopes): written on its own.
+                        flush()
+                        sp = session.begin_nested()
+                        pk = ctx.store.write([found])[0]
+                        ix.verify(ctx, "create", found.rtype, pk, check)
+                        sp.commit()
+                        out[i] = _response_entry(ctx, ix.created(ctx, found, pk), True)
+                    else:
+                        pending.append((i, found))
+                        if criteria:
+                            pending_criteria.add(criteria)
+                    continue
+                flush()
+                sp = session.begin_nested()
+                r = _run_one(ctx, e)
+                sp.commit()
+                out[i] = _response_entry(ctx, r, e.method not in ("GET", "HEAD"))
+            except FhirError as err:
+                if sp is not None:
+                    sp.rollback()
+                out[i] = {"response": {"status": f"{err.status}", "outcome": err.outcome()}}
+        flush()
     return {"resourceType": "Bundle", "type": "batch-response", "entry": out}
 
 
@@ -541,59 +546,15 @@ def _raise_invalid(job: parallel.Job, e: Entry) -> None:
         raise _entry_error(err, e) from None
 
 
-# This process's part of a large transaction's validation; the helper checks the rest while
-# this process also resolves and prepares (see transaction).
-_HERE_SHARE = 0.35
+# This process's part of a large Bundle's validation, learnt per kind of Bundle: the helper
+# checks the rest meanwhile (see transaction and batch).
+_TRANSACTION_SHARE = parallel.Balance(0.3)
+_BATCH_SHARE = parallel.Balance(0.4)
 
 
-def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
-    entries: list[Entry] = []
-    full_urls: dict[str, int] = {}
-    for i, raw in enumerate(raw_entries):
-        e = _parse_entry(ctx, i, raw)
-        if e.full_url:
-            if e.full_url in full_urls and e.method != "GET":
-                raise BadRequest(
-                    f"Bundle.entry[{i}] repeats fullUrl {e.full_url} of entry {full_urls[e.full_url]}",
-                    expression=f"Bundle.entry[{i}].fullUrl",
-                )
-            full_urls[e.full_url] = i
-        entries.append(e)
-
-    # Every entry must be allowed by the token before anything runs.
-    for e in entries:
-        try:
-            _permit(ctx, e)
-        except FhirError as err:
-            raise _entry_error(err, e) from None
-
-    # Validate before anything is written. A large transaction is checked on two cores
-    # (app.fhir.parallel): this process checks the first part, then resolves identities and
-    # prepares the creates (pure work) while the helper checks the rest. Invalid bodies are
-    # reported before anything the resolving found, as a serial check would; rewriting references
-    # changes only reference strings, which validation accepts either way.
-    checked = [e for e in entries if e.method in ("POST", "PUT")]
-    jobs = [(e.rtype or "", e.resource, e.rid if e.method == "PUT" else None) for e in checked]
-    prepared: dict[int, PendingWrite] = {}
-    deferred: FhirError | None = None
-    with parallel.Split(jobs, ix.check_body, here=_HERE_SHARE) as split:
-        for i in split.here():
-            _raise_invalid(jobs[i], checked[i])
-        try:
-            _resolve(ctx, entries, full_urls, prepared)
-        except FhirError as err:
-            deferred = err
-        except Exception:
-            # A body the helper has yet to reject may trip the resolving; its verdict comes first.
-            for i in split.there():
-                _raise_invalid(split.job(i), checked[i])
-            raise
-        for i in split.there():
-            _raise_invalid(split.job(i), checked[i])
-    if deferred is not None:
-        raise deferred
-
-    # Execute in the R4 order: DELETE, POST, PUT/PATCH, GET.
+def _execute(ctx: ix.Context, entries: list[Entry], prepared: dict[int, PendingWrite]) -> dict[int, ix.Result]:
+    """Run a resolved transaction's entries; the caller's database transaction holds the writes."""
+    # In the R4 order: DELETE, POST, PUT/PATCH, GET.
     results: dict[int, ix.Result] = {}
     # Per-resource locks are taken in one global order (by target) so concurrent transactions
     # touching the same resources cannot deadlock.
@@ -630,7 +591,7 @@ def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
     for e in sorted((x for x in entries if x.method in ("PUT", "PATCH")), key=lambda x: x.target or ""):
         try:
             if e.method == "PUT":
-                # Validated above, after reference rewriting.
+                # Validated by transaction() (the helper's verdict may be pending; nothing commits before it).
                 results[e.index] = ix.update(ctx, e.rtype or "", e.rid or "", e.resource,
                                              if_match=e.request.get("ifMatch"), validated=True)
             else:
@@ -643,6 +604,59 @@ def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
             results[e.index] = _run_read(ctx, e)
         except FhirError as err:
             raise _entry_error(err, e) from None
+    return results
+
+
+def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
+    entries: list[Entry] = []
+    full_urls: dict[str, int] = {}
+    for i, raw in enumerate(raw_entries):
+        e = _parse_entry(ctx, i, raw)
+        if e.full_url:
+            if e.full_url in full_urls and e.method != "GET":
+                raise BadRequest(
+                    f"Bundle.entry[{i}] repeats fullUrl {e.full_url} of entry {full_urls[e.full_url]}",
+                    expression=f"Bundle.entry[{i}].fullUrl",
+                )
+            full_urls[e.full_url] = i
+        entries.append(e)
+
+    # Every entry must be allowed by the token before anything runs.
+    for e in entries:
+        try:
+            _permit(ctx, e)
+        except FhirError as err:
+            raise _entry_error(err, e) from None
+
+    # Every body is validated; a large transaction on two cores (app.fhir.parallel): this process
+    # checks its share (spread over the entries, so both sides get the same mix), then resolves identities, prepares and executes the entries while the
+    # helper checks the rest. Nothing is committed before the helper's verdict, and an invalid
+    # body is reported before anything the resolving or executing found, as a serial check
+    # would (a failing transaction is rolled back whole). Rewriting references changes only
+    # reference strings, which validation accepts either way.
+    checked = [e for e in entries if e.method in ("POST", "PUT")]
+    jobs = [(e.rtype or "", e.resource, e.rid if e.method == "PUT" else None) for e in checked]
+    deferred: FhirError | None = None
+    results: dict[int, ix.Result] = {}
+    with parallel.Split(jobs, ix.check_body, here=_TRANSACTION_SHARE, spread=True) as split:
+        if bad := split.here():  # the first invalid entry is named, whichever side found it
+            first = min(bad + split.there())
+            _raise_invalid(split.job(first), checked[first])
+        try:
+            prepared: dict[int, PendingWrite] = {}
+            _resolve(ctx, entries, full_urls, prepared)
+            results = _execute(ctx, entries, prepared)
+        except FhirError as err:
+            deferred = err
+        except Exception:
+            # A body the helper has yet to reject may trip the resolving; its verdict comes first.
+            for i in split.there():
+                _raise_invalid(split.job(i), checked[i])
+            raise
+        for i in split.there():
+            _raise_invalid(split.job(i), checked[i])
+    if deferred is not None:
+        raise deferred
     return {
         "resourceType": "Bundle",
         "type": "transaction-response",

@@ -61,6 +61,20 @@ def test_with_invalid_entries_in_both_halves_the_first_in_order_is_named(fhir, u
     assert issue["expression"] == ["Bundle.entry[40].resource.birthDate"]
 
 
+def test_with_many_invalid_entries_spread_over_the_bundle_the_first_is_named(fhir, uid):
+    # Both processes get entries from all over the bundle; whichever finds the first one, that
+    # one is named (and only that one).
+    b = _bundle(uid, 400)
+    for i in range(33, 400, 3):
+        b["entry"][i]["resource"]["birthDate"] = f"19{i % 100:02d}-13-01"
+    r = fhir.post("", json=b)
+    assert r.status_code == 400, r.text
+    issues = r.json()["issue"]
+    assert "Bundle.entry[33]" in issues[0]["diagnostics"], issues[0]
+    assert [x["expression"] for x in issues] == [["Bundle.entry[33].resource.birthDate"]]
+    assert fhir.get("Patient", params={"family:exact": f"Big{uid}", "_summary": "count"}).json()["total"] == 0
+
+
 def test_a_type_mismatch_late_in_a_large_transaction_is_named(fhir, uid):
     b = _bundle(uid, 120)
     b["entry"][119]["request"]["url"] = "Observation"
@@ -111,3 +125,21 @@ def test_an_invalid_body_is_reported_before_an_unresolvable_reference(fhir, uid)
     r = fhir.post("", json=b)
     assert r.status_code == 412, r.text
     assert "Conditional reference" in r.json()["issue"][0]["diagnostics"]
+
+
+def test_an_invalid_body_is_reported_before_a_failed_version_check_and_nothing_stays(fhir, uid):
+    # The entries are written while the helper still checks its part; an invalid body it finds
+    # still wins over a later entry's failure, and the writes already made are rolled back.
+    existing = fhir.post("Patient", json=patient(uid, ident=f"{uid}-existing", family=f"Old{uid}"))
+    assert existing.status_code == 201, existing.text
+    pid = existing.json()["id"]
+    for bad, want_status, want_text in ((177, 400, "Bundle.entry[177]"), (None, 412, "Bundle.entry[200]")):
+        b = _bundle(uid, 200, bad=bad)
+        changed = patient(uid, ident=f"{uid}-existing", family=f"New{uid}")
+        changed["id"] = pid
+        b["entry"].append({"resource": changed, "request": {"method": "PUT", "url": f"Patient/{pid}", "ifMatch": 'W/"7"'}})
+        r = fhir.post("", json=b)
+        assert r.status_code == want_status, r.text
+        assert want_text in r.json()["issue"][0]["diagnostics"]
+        assert fhir.get("Patient", params={"family:exact": f"Big{uid}", "_summary": "count"}).json()["total"] == 0
+        assert fhir.get(f"Patient/{pid}").json()["name"][0]["family"] == f"Old{uid}"

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from conftest import Server
 
 pytestmark = pytest.mark.e2e

@@ -77,3 +77,59 @@ def test_the_helper_ends_with_its_parent_end():
     proc.join(10)
     assert not proc.is_alive()
     assert os.getpid() != proc.pid
+
+
+@pytest.mark.parametrize("share", [0.1, 0.5, 0.9])
+def test_a_spread_split_gives_the_serial_verdicts(share: float):
+    jobs = _jobs()
+    want = _serial(jobs)
+    with parallel.Split(jobs, ix.check_body, here=share, spread=True) as split:
+        mine, theirs = list(split.mine), list(split.theirs)
+        got = sorted(split.here() + split.there())
+    assert got == want
+    # Both parts together are every position once; the helper's part is spread, not a tail.
+    assert sorted(mine + theirs) == list(range(len(jobs))) and not set(mine) & set(theirs)
+    assert abs(len(mine) - share * len(jobs)) <= 1
+    assert theirs[0] < len(jobs) // 2 < theirs[-1] and mine[0] == 0 and mine[-1] > len(jobs) // 2
+
+
+def test_the_copy_sent_is_what_job_gives_back():
+    jobs = _jobs()
+    with parallel.Split(jobs, ix.check_body, here=0.5, spread=True) as split:
+        pos = split.theirs[3]
+        sent = copy.deepcopy(jobs[pos])
+        jobs[pos][1]["id"] = "changed-after-sending"
+        assert split.job(pos) == sent
+        assert split.job(split.mine[0]) is jobs[split.mine[0]]
+        split.here(), split.there()
+
+
+def test_balance_moves_halfway_to_where_both_sides_finish_together():
+    b = parallel.Balance(0.5)
+    # 100 entries here at 1 ms, 100 there at 1 ms, and 0.05 s of other work (0.25 ms per entry):
+    # balanced when h*1 + 0.25 = (1 - h)*1, h = 0.375; halfway from 0.5 is 0.4375.
+    b.learn(100, 0.1, 100, 0.1, 0.05)
+    assert b.share == pytest.approx(0.4375)
+    # A slow helper (3 ms per entry, no other work): h = 3/4.
+    b = parallel.Balance(0.5)
+    for _ in range(30):
+        b.learn(50, 0.05, 50, 0.15, 0.0)
+    assert b.share == pytest.approx(0.75, abs=1e-6)
+    # Other work larger than the helper's whole part: everything but the floor share goes there.
+    b.learn(10, 0.01, 10, 0.01, 10.0)
+    assert b.share < 0.75
+    for _ in range(30):
+        b.learn(10, 0.01, 10, 0.01, 10.0)
+    assert b.share == pytest.approx(parallel.Balance.LOW, abs=1e-6)
+    # Nothing measured, nothing learnt.
+    b.learn(0, 0.0, 10, 0.01, 0.0)
+    assert b.share == pytest.approx(parallel.Balance.LOW, abs=1e-6)
+
+
+def test_a_split_with_a_balance_learns_from_the_helper():
+    jobs = _jobs()
+    b = parallel.Balance(0.5)
+    with parallel.Split(jobs, ix.check_body, here=b, spread=True) as split:
+        split.here()
+        split.there()
+    assert b.share != 0.5 and parallel.Balance.LOW <= b.share <= parallel.Balance.HIGH
