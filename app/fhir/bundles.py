@@ -335,8 +335,23 @@ def batch(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
     pending_criteria: set[str] = set()
     session = ctx.store.session
 
+    # If-None-Exist criteria are matched together up front, against the store as the batch
+    # found it; an answer is used only while that is still the store (nothing written yet).
+    criteria_of: dict[int, ix.Criteria] = {}
+    for i, raw in enumerate(raw_entries):
+        res = raw.get("resource") if isinstance(raw, dict) else None
+        req = raw.get("request") if isinstance(raw, dict) else None
+        if isinstance(req, dict) and req.get("method") == "POST" and isinstance(ine := req.get("ifNoneExist"), str) \
+                and ine and isinstance(res, dict) and isinstance(rt := res.get("resourceType"), str) and rt in RESOURCE_TYPES:
+            criteria_of[i] = (rt, ine.split("?", 1)[-1], "If-None-Exist", "create")
+    prematched = dict(zip(criteria_of, ix.conditional_matches_many(ctx, list(criteria_of.values())), strict=True)) \
+        if len(criteria_of) > 1 else {}
+    written = False
+
     def flush() -> None:
+        nonlocal written
         if pending:
+            written = True
             pks = ctx.store.write([w for _, w in pending])
             for (i, w), pk in zip(pending, pks, strict=True):
                 out[i] = _response_entry(ctx, ix.created(ctx, w, pk), True)
@@ -370,13 +385,16 @@ def batch(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
                     criteria = e.request.get("ifNoneExist")
                     if criteria and criteria in pending_criteria:
                         flush()
+                    ahead = prematched.get(i) if not written and criteria_of.get(i, ("",))[0] == e.rtype else None
                     found = ix.prepare_create(ctx, e.rtype or "", e.resource, if_none_exist=criteria,
-                                              validated=i in creates and i not in invalid and e.resource is creates[i])
+                                              validated=i in creates and i not in invalid and e.resource is creates[i],
+                                              matched=ahead)
                     if isinstance(found, ix.Result):
                         out[i] = _response_entry(ctx, found, True)
                     elif (check := ix.admit(ctx, "create", found)) is not None:
                         # Only the written index rows can tell (granular scopes): written on its own.
                         flush()
+                        written = True
                         sp = session.begin_nested()
                         pk = ctx.store.write([found])[0]
                         ix.verify(ctx, "create", found.rtype, pk, check)
@@ -388,6 +406,7 @@ def batch(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
                             pending_criteria.add(criteria)
                     continue
                 flush()
+                written = written or e.method not in ("GET", "HEAD")
                 sp = session.begin_nested()
                 r = _run_one(ctx, e)
                 sp.commit()
@@ -461,14 +480,30 @@ def _resolve(ctx: ix.Context, entries: list[Entry], full_urls: dict[str, int],
         e.target = target
 
     # Identities first: new ids for creates, matches for conditional creates/updates/deletes,
-    # all against the store as it was before the transaction.
-    for e in sorted(entries, key=lambda x: _ORDER[x.method]):
+    # all against the store as it was before the transaction (so all matched together).
+    ordered = sorted(entries, key=lambda x: _ORDER[x.method])
+    wanted: list[tuple[Entry, ix.Criteria]] = []
+    for e in ordered:
+        if e.method == "POST" and (ine := e.request.get("ifNoneExist")):
+            wanted.append((e, (e.rtype or "", ine.split("?", 1)[-1], "ifNoneExist", "create")))
+        elif e.method in ("PUT", "PATCH", "DELETE") and e.rid is None:
+            wanted.append((e, (e.rtype or "", e.query or "", f"Conditional {e.method}", _interaction(e))))
+    matched = dict(zip((id(e) for e, _ in wanted),
+                       ix.conditional_matches_many(ctx, [c for _, c in wanted]), strict=True))
+
+    def matches_of(e: Entry) -> list[tuple[int, str, int]]:
+        got = matched[id(e)]
+        if isinstance(got, FhirError):
+            raise got
+        return got
+
+    for e in ordered:
         try:
             assert e.rtype is not None or e.method in ("GET", "HEAD")
             if e.method == "POST":
                 ine = e.request.get("ifNoneExist")
                 if ine:
-                    matches = ix.conditional_matches(ctx, e.rtype or "", ine.split("?", 1)[-1], "ifNoneExist", "create")
+                    matches = matches_of(e)
                     if len(matches) > 1:
                         raise MultipleMatches(f"ifNoneExist '{ine}' matches {len(matches)} resources")
                     if matches:
@@ -486,8 +521,7 @@ def _resolve(ctx: ix.Context, entries: list[Entry], full_urls: dict[str, int],
                     idmap[e.full_url] = target
             elif e.method in ("PUT", "PATCH", "DELETE"):
                 if e.rid is None:
-                    matches = ix.conditional_matches(ctx, e.rtype or "", e.query or "", f"Conditional {e.method}",
-                                                     _interaction(e))
+                    matches = matches_of(e)
                     if len(matches) > 1:
                         raise MultipleMatches(f"{e.method} criteria '{e.query}' match {len(matches)} resources")
                     if matches:
@@ -512,21 +546,34 @@ def _resolve(ctx: ix.Context, entries: list[Entry], full_urls: dict[str, int],
         except FhirError as err:
             raise _entry_error(err, e) from None
 
-    # Conditional references, resolved once each.
+    # Conditional references, resolved once each (all together); a failing one is reported for
+    # the first entry that holds it, the first such entry in the Bundle's order.
     cond_refs: set[str] = set()
+    owner: dict[str, Entry] = {}
     spots: dict[int, list[Spot]] = {}
     for e in entries:
         if e.method in ("POST", "PUT") and not e.skip_create:
             _scan(e.resource, full_urls, spots.setdefault(e.index, []), cond_refs)
-    for ref in sorted(cond_refs):
-        rtype, _, query = ref.partition("?")
-        if rtype not in RESOURCE_TYPES:
-            raise BadRequest(f"Conditional reference '{ref}' names an unknown resource type")
-        matches = ix.conditional_matches(ctx, rtype, query, f"Conditional reference '{ref}'")
-        if len(matches) != 1:
-            err_cls = MultipleMatches if matches else PreconditionFailed
-            raise err_cls(f"Conditional reference '{ref}' matches {len(matches)} resources; exactly one is required")
-        idmap[ref] = f"{rtype}/{matches[0][1]}"
+            if len(owner) < len(cond_refs):
+                owner.update((r, e) for r in cond_refs if r not in owner)
+    refs = sorted(cond_refs, key=lambda r: (owner[r].index, r))
+    found = iter(ix.conditional_matches_many(ctx, [
+        (ref.partition("?")[0], ref.partition("?")[2], f"Conditional reference '{ref}'", "search-type")
+        for ref in refs if ref.partition("?")[0] in RESOURCE_TYPES]))
+    for ref in refs:
+        rtype = ref.partition("?")[0]
+        try:
+            if rtype not in RESOURCE_TYPES:
+                raise BadRequest(f"Conditional reference '{ref}' names an unknown resource type")
+            hits = next(found)
+            if isinstance(hits, FhirError):
+                raise hits
+            if len(hits) != 1:
+                err_cls = MultipleMatches if hits else PreconditionFailed
+                raise err_cls(f"Conditional reference '{ref}' matches {len(hits)} resources; exactly one is required")
+        except FhirError as err:
+            raise _entry_error(err, owner[ref]) from None
+        idmap[ref] = f"{rtype}/{hits[0][1]}"
 
     # Rewrite every resource before anything is written.
     to_write = [e for e in entries if e.method in ("POST", "PUT") and not e.skip_create]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -17,6 +18,7 @@ from app.auth.protect import Guard
 from app.errors import (
     BadRequest,
     Conflict,
+    FhirError,
     Forbidden,
     Gone,
     InvalidResource,
@@ -27,7 +29,7 @@ from app.errors import (
 )
 from app.store.confine import Confinement
 from app.store.indexer import index_resource
-from app.store.query import QueryParser, range_us
+from app.store.query import QueryParser, SearchQuery, range_us
 from app.store.repository import PendingWrite, ResourceStore, Stored
 
 from . import resources
@@ -200,21 +202,48 @@ def conditional_matches(ctx: Context, rtype: str, query: str, what: str,
                         interaction: str = "search-type") -> list[tuple[int, str, int]]:
     """Resources matching a conditional URL's criteria (at most 2 are fetched), among those the
     caller may reach with `interaction` (the write it conditions; a conditional reference is a search)."""
+    got = conditional_matches_many(ctx, [(rtype, query, what, interaction)])[0]
+    if isinstance(got, FhirError):
+        raise got
+    return got
+
+
+Criteria = tuple[str, str, str, str]  # (resource type, query, what it is for messages, interaction)
+
+
+def conditional_matches_many(ctx: Context, items: Sequence[Criteria]) -> list[list[tuple[int, str, int]] | FhirError]:
+    """conditional_matches of each item, matched together (one round trip per store.MATCH_CHUNK);
+    an item whose criteria do not parse gets its error in its place, so the caller can report
+    errors in its own order."""
     from urllib.parse import parse_qsl
 
-    params = parse_qsl(query, keep_blank_values=True)
-    if not params:
-        raise BadRequest(f"{what} needs search criteria")
-    q = ctx.parser.parse(rtype, params, strict=True)
-    q.count = 2
-    if ctx.guard is not None:
-        q.confine = ctx.guard.confinement(interaction, rtype)
-        q.chained = ctx.guard.reach("search-type")
-    # One lock for all conditional criteria: matching and the write that follows are serialised
-    # among conditional requests (as SQLite's single writer does), and taking one lock, always
-    # before any per-resource lock, cannot deadlock with another conditional request.
-    ctx.store.lock("conditional")
-    return ctx.store.match_ids(q, 2)
+    out: list[list[tuple[int, str, int]] | FhirError] = []
+    queries: list[SearchQuery] = []
+    at: list[int] = []
+    for rtype, query, what, interaction in items:
+        try:
+            params = parse_qsl(query, keep_blank_values=True)
+            if not params:
+                raise BadRequest(f"{what} needs search criteria")
+            q = ctx.parser.parse(rtype, params, strict=True)
+            q.count = 2
+            if ctx.guard is not None:
+                q.confine = ctx.guard.confinement(interaction, rtype)
+                q.chained = ctx.guard.reach("search-type")
+        except FhirError as err:
+            out.append(err)
+            continue
+        at.append(len(out))
+        out.append([])
+        queries.append(q)
+    if queries:
+        # One lock for all conditional criteria: matching and the write that follows are
+        # serialised among conditional requests (as SQLite's single writer does), and taking one
+        # lock, always before any per-resource lock, cannot deadlock with another conditional request.
+        ctx.store.lock("conditional")
+        for i, found in zip(at, ctx.store.match_many(queries, 2), strict=True):
+            out[i] = found
+    return out
 
 
 def create(ctx: Context, rtype: str, resource: Any, *, if_none_exist: str | None = None) -> Result:
@@ -269,11 +298,19 @@ def created(ctx: Context, w: PendingWrite, pk: int) -> Result:
 
 
 def prepare_create(ctx: Context, rtype: str, resource: Any, *, if_none_exist: str | None = None,
-                   validated: bool = False) -> Result | PendingWrite:
-    """Everything of a create but the write: the existing match (If-None-Exist), or the version to write."""
+                   validated: bool = False,
+                   matched: list[tuple[int, str, int]] | FhirError | None = None) -> Result | PendingWrite:
+    """Everything of a create but the write: the existing match (If-None-Exist), or the version
+    to write. `matched` is conditional_matches_many's answer for if_none_exist, when the
+    caller matched several criteria together."""
     resource = check_body(rtype, resource, validated=validated)
     if if_none_exist:
-        matches = conditional_matches(ctx, rtype, if_none_exist.split("?", 1)[-1], "If-None-Exist", "create")
+        if matched is None:
+            matches = conditional_matches(ctx, rtype, if_none_exist.split("?", 1)[-1], "If-None-Exist", "create")
+        elif isinstance(matched, FhirError):
+            raise matched
+        else:
+            matches = matched
         if len(matches) > 1:
             raise MultipleMatches(f"If-None-Exist '{if_none_exist}' matches more than one {rtype}")
         if matches:

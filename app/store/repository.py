@@ -33,11 +33,12 @@ from .models import (
     ReferenceIndex,
     Resource,
     ResourceVersion,
+    TokenIndex,
     TwinAssessment,
     TwinFact,
     UriIndex,
 )
-from .query import Include, SearchQuery
+from .query import Include, SearchQuery, TokenValue, parse_token
 from .registry import profile_json
 from .rows import IndexResult
 from .search import SqlBuilder, unindexed
@@ -123,6 +124,28 @@ _IN_COMPARTMENT = (select(Compartment.res_pk)
 _READ_IN = _READ.where(_IN_COMPARTMENT)
 _FAST_READ = Prepared(_READ)
 _FAST_READ_IN = Prepared(_READ_IN)
+
+# Live resources of one type whose token parameter has one of these codes (match_many).
+_TOKEN_MATCH = (
+    select(TokenIndex.system, TokenIndex.code, Resource.pk, Resource.rid, Resource.version)
+    .join(Resource, Resource.pk == TokenIndex.res_pk)
+    .where(TokenIndex.rtype == bindparam("rt"), TokenIndex.param == bindparam("p"),
+           TokenIndex.code.in_(bindparam("codes", expanding=True)), Resource.deleted == false())
+)
+
+
+def _plain_token(q: SearchQuery) -> TokenValue | None:
+    """The value of a query that is one plain token clause with one code (`param=[system|]code`,
+    no modifier, chain or confinement), else None."""
+    if q.confine is not None or len(q.clauses) != 1:
+        return None
+    c = q.clauses[0]
+    p = c.param
+    if p is None or p.type != "token" or c.modifier is not None or c.chain is not None or c.has_type is not None \
+            or p.code in ("_id", "_lastUpdated") or len(c.values) != 1:
+        return None
+    tv = parse_token(c.values[0])
+    return tv if tv.code is not None else None
 _HEAD_IN = _HEAD.where(_IN_COMPARTMENT)
 
 
@@ -549,6 +572,38 @@ class ResourceStore:
         """(pk, id, version) of up to `limit` matches, for conditional interactions."""
         stmt = select(Resource.pk, Resource.rid, Resource.version).where(*self.sql.where(q)).limit(limit)
         return [(r[0], r[1], r[2]) for r in self.session.execute(stmt)]
+
+    def match_many(self, queries: Sequence[SearchQuery], limit: int) -> list[list[tuple[int, str, int]]]:
+        """match_ids of each query. The common criteria of a Bundle (one plain token, such as
+        `identifier=system|value`, with no confinement) are matched together, one statement per
+        type and parameter instead of one per query; the others one by one."""
+        out: list[list[tuple[int, str, int]]] = [[] for _ in queries]
+        groups: dict[tuple[str, str], list[tuple[int, TokenValue]]] = {}
+        for k, q in enumerate(queries):
+            tv = _plain_token(q)
+            if tv is None or q.rtype is None:
+                out[k] = self.match_ids(q, limit)
+            else:
+                groups.setdefault((q.rtype, q.clauses[0].param.code), []).append((k, tv))  # type: ignore[union-attr]
+        for (rtype, param), items in groups.items():
+            codes = sorted({tv.code for _, tv in items if tv.code is not None})
+            hits: dict[str, list[tuple[str | None, int, str, int]]] = {}
+            for start in range(0, len(codes), 500):
+                for system, code, pk, rid, version in self.session.execute(
+                        _TOKEN_MATCH, {"rt": rtype, "p": param, "codes": codes[start : start + 500]}):
+                    hits.setdefault(code or "", []).append((system, pk, rid, version))
+            for k, tv in items:
+                found: list[tuple[int, str, int]] = []
+                for system, pk, rid, version in hits.get(tv.code or "", ()):
+                    # The system as the token search compares it: any, none ("|code"), or this one.
+                    if tv.system is not None and system != (tv.system or None):
+                        continue
+                    if all(pk != f[0] for f in found):
+                        found.append((pk, rid, version))
+                        if len(found) == limit:
+                            break
+                out[k] = found
+        return out
 
     def includes(self, page: list[Stored], includes: list[Include], limit: int, max_depth: int = 4,
                  access: TypeAccess | None = None) -> tuple[list[Stored], bool]:

@@ -109,3 +109,77 @@ def test_batch_get_does_not_see_later_entries_dependency_free(fhir, uid):
     b = run_batch(fhir, entries)
     assert status_of(b["entry"][0]) == 201 and status_of(b["entry"][1]) == 400
     assert count(fhir, "Patient", {"identifier": f"{IDSYS}|keep-{uid}"}) == 1
+
+
+def test_batch_if_none_exist_criteria_matched_together_answer_each_entry(fhir, uid):
+    # Many conditional creates are matched against the store in one go; each entry still gets
+    # its own answer: a match, a create, two matches, criteria that do not parse.
+    kept = [create(fhir, patient(uid, ident=f"{uid}-kept-{i}")) for i in range(3)]
+    for _ in range(2):
+        create(fhir, patient(uid, ident=f"{uid}-twice"))
+    entries = [post_entry(patient(uid, ident=f"{uid}-kept-{i}"), ifNoneExist=f"identifier={IDSYS}|{uid}-kept-{i}")
+               for i in range(3)]
+    entries += [post_entry(patient(uid, ident=f"{uid}-new-{i}"), ifNoneExist=f"identifier={IDSYS}|{uid}-new-{i}")
+                for i in range(3)]
+    entries.append(post_entry(patient(uid, ident=f"{uid}-twice"), ifNoneExist=f"identifier={IDSYS}|{uid}-twice"))
+    entries.append(post_entry(patient(uid, ident=f"{uid}-odd"), ifNoneExist="notAParam=1"))
+    entries.append(post_entry(patient(uid, ident=f"{uid}-odd2"), ifNoneExist="birthdate=notadate"))
+    b = run_batch(fhir, entries)
+    got = [status_of(e) for e in b["entry"]]
+    assert got == [200, 200, 200, 201, 201, 201, 412, 400, 400], got
+    assert [location_id(e["response"]["location"], "Patient")[0] for e in b["entry"][:3]] == [k["id"] for k in kept]
+    assert "notAParam" in str(b["entry"][7]["response"]["outcome"])
+    for i in range(3):
+        assert count(fhir, "Patient", {"identifier": f"{IDSYS}|{uid}-new-{i}"}) == 1
+    assert count(fhir, "Patient", {"identifier": f"{IDSYS}|{uid}-odd"}) == 0
+
+
+def test_batch_if_none_exist_sees_what_earlier_entries_changed(fhir, uid):
+    # Criteria matched up front must not answer for a store that earlier entries changed.
+    gone = create(fhir, patient(uid, ident=f"{uid}-gone"))
+    entries = [
+        post_entry(patient(uid, ident=f"{uid}-a"), ifNoneExist=f"identifier={IDSYS}|{uid}-a"),
+        delete_entry(f"Patient/{gone['id']}"),
+        put_entry({**patient(uid, ident=f"{uid}-put"), "id": f"put-{uid}"}, f"Patient/put-{uid}"),
+        post_entry(patient(uid, ident=f"{uid}-gone"), ifNoneExist=f"identifier={IDSYS}|{uid}-gone"),
+        post_entry(patient(uid, ident=f"{uid}-put"), ifNoneExist=f"identifier={IDSYS}|{uid}-put"),
+    ]
+    b = run_batch(fhir, entries)
+    assert [status_of(e) for e in b["entry"]] == [201, 204, 201, 201, 200]
+    assert location_id(b["entry"][4]["response"]["location"], "Patient")[0] == f"put-{uid}"
+    assert count(fhir, "Patient", {"identifier": f"{IDSYS}|{uid}-gone"}) == 1
+    assert count(fhir, "Patient", {"identifier": f"{IDSYS}|{uid}-put"}) == 1
+
+
+def test_conditional_criteria_matched_together_keep_token_search_semantics(fhir, uid):
+    # The criteria of a Bundle are matched together; each must still mean what the same
+    # search means: a code alone, system|code, |code (no system), another system, a deleted
+    # resource, and criteria with two parameters (matched on their own).
+    def pat(ident: list[dict[str, str]], **kw):
+        return {**patient(uid, **kw), "identifier": ident}
+
+    a = create(fhir, pat([{"system": IDSYS, "value": f"{uid}-v1"}]))
+    b = create(fhir, pat([{"value": f"{uid}-v2"}]))
+    c = create(fhir, pat([{"system": IDSYS, "value": f"{uid}-v3"}]))
+    assert fhir.delete(f"Patient/{c['id']}").status_code in (200, 204)
+    criteria = [
+        (f"identifier={uid}-v1", a["id"]),
+        (f"identifier={IDSYS}|{uid}-v1", a["id"]),
+        (f"identifier=urn:other|{uid}-v1", None),
+        (f"identifier=|{uid}-v2", b["id"]),
+        (f"identifier=|{uid}-v1", None),
+        (f"identifier={IDSYS}|{uid}-v3", None),
+        (f"identifier={uid}-v2", b["id"]),
+        (f"identifier={IDSYS}|{uid}-v1&gender=female", a["id"]),
+        (f"identifier={IDSYS}|{uid}-v1&gender=male", None),
+    ]
+    for kind in ("batch", "transaction"):
+        entries = [post_entry(pat([{"system": IDSYS, "value": f"{uid}-{kind}-new-{i}"}]),
+                              f"urn:uuid:{uuid.uuid4()}", ifNoneExist=crit) for i, (crit, _) in enumerate(criteria)]
+        got = post_bundle(fhir, entries, kind)["entry"]
+        for (crit, want), e in zip(criteria, got, strict=True):
+            if want is None:
+                assert status_of(e) == 201, (kind, crit, e)
+            else:
+                assert status_of(e) == 200, (kind, crit, e)
+                assert location_id(e["response"]["location"], "Patient")[0] == want, (kind, crit)

@@ -355,3 +355,36 @@ def test_synthea_patient_bundle(fhir, uid):
     height = fhir.get("Observation", params={"subject": f"Patient/{pid}", "code": f"{LOINC}|8302-2",
                                           "_summary": "count"}).json()
     assert height["total"] >= 1
+
+
+def test_many_conditional_references_and_criteria_are_resolved_each_to_its_own_match(fhir, uid):
+    # A Synthea-like bundle: references to several existing resources by identifier, conditional
+    # creates and a conditional update, all matched together against the store.
+    people = [create(fhir, patient(uid, ident=f"{uid}-p{i}")) for i in range(5)]
+    entries = [post_entry(observation(uid, f"Patient?identifier={IDSYS}|{uid}-p{i}"), urn()) for i in range(5)]
+    entries.append(post_entry(patient(uid, ident=f"{uid}-p2"), urn(), ifNoneExist=f"identifier={IDSYS}|{uid}-p2"))
+    entries.append(post_entry(patient(uid, ident=f"{uid}-fresh"), urn(), ifNoneExist=f"identifier={IDSYS}|{uid}-fresh"))
+    entries.append(put_entry(patient(uid, ident=f"{uid}-p4", family=f"Changed{uid}"), f"Patient?identifier={IDSYS}|{uid}-p4"))
+    b = run_tx(fhir, entries)
+    subjects = [fhir.get(f"Observation/{new_id(e, 'Observation')}").json()["subject"]["reference"] for e in b["entry"][:5]]
+    assert subjects == [f"Patient/{p['id']}" for p in people]
+    assert [status_of(e) for e in b["entry"][5:]] == [200, 201, 200]
+    assert new_id(b["entry"][5], "Patient") == people[2]["id"]
+    assert fhir.get(f"Patient/{people[4]['id']}").json()["name"][0]["family"] == f"Changed{uid}"
+
+
+def test_of_several_bad_conditional_references_the_first_entry_holding_one_is_named(fhir, uid):
+    create(fhir, patient(uid, ident=f"{uid}-one"))
+    entries = [post_entry(observation(uid, f"Patient?identifier={IDSYS}|{uid}-one"), urn()),
+               post_entry(observation(uid, f"Patient?identifier={IDSYS}|{uid}-zzz-none"), urn()),
+               post_entry(observation(uid, f"Patient?identifier={IDSYS}|{uid}-aaa-none"), urn())]
+    r = fhir.post("", json=tx(entries))
+    assert_oo(r, 412)
+    assert f"{uid}-zzz-none" in oo_text(r) and f"{uid}-aaa-none" not in oo_text(r)
+    assert "Bundle.entry[1]" in oo_text(r) and entries[1]["fullUrl"] in oo_text(r)
+    assert r.json()["issue"][0]["expression"] == ["Bundle.entry[1]"]
+    entries.insert(1, post_entry(observation(uid, "Patient?birthdate=notadate"), urn()))
+    r = fhir.post("", json=tx(entries))
+    assert_oo(r, 400)
+    assert "notadate" in oo_text(r) and "Bundle.entry[1]" in oo_text(r)
+    assert count(fhir, "Observation", {"identifier": f"{IDSYS}|obs-{uid}"}) == 0
