@@ -12,7 +12,11 @@ Row conventions the search side relies on (see app/store/rows.py and app/store/s
   code = "typecode|value"); a Reference.identifier gives a `CODE:identifier` token row;
 - a `code` primitive is indexed with system None (its code system is implied by the element;
   searches give `code` alone or `system|code`, and the latter does not match such a row);
-- composite components go to `CODE$i` rows sharing one `grp` per matched element;
+- composite components go to `CODE$i` rows sharing one `grp` per matched element (grp numbers
+  are unique within a resource, across all its composite parameters);
+- a parameter whose expression is the union of other parameters' expressions (Observation
+  combo-code = code | component-code) has no rows of its own: `Indexer.derived` names the
+  parameters whose rows stand for it, and search looks there (see derived_params);
 - _id and _lastUpdated are answered from the resource row, so they are not indexed here.
 """
 
@@ -531,12 +535,84 @@ def _implicit_systems(definitions: dict[str, Any]) -> dict[tuple[str, str], str]
     return out
 
 
+def _alternatives(expr: str) -> frozenset[str]:
+    """The top-level `|` alternatives of a FHIRPath expression, each without enclosing parentheses."""
+    out: list[str] = []
+    depth, start = 0, 0
+    for i, ch in enumerate(expr):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            out.append(expr[start:i])
+            start = i + 1
+    out.append(expr[start:])
+    alts = set()
+    for a in out:
+        a = a.strip()
+        while a.startswith("(") and a.endswith(")") and _balanced(a[1:-1]):
+            a = a[1:-1].strip()
+        alts.add(a)
+    return frozenset(alts)
+
+
+def _balanced(s: str) -> bool:
+    depth = 0
+    for ch in s:
+        depth += (ch == "(") - (ch == ")")
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+# Parameter types whose rows depend only on the nodes the expression selects, so that a union of
+# expressions gives the union of rows (reference rows also depend on the parameter's targets).
+_DERIVABLE = frozenset({"token", "quantity", "composite"})
+
+
+def derived_params(definitions: dict[str, Any], implicit: dict[tuple[str, str], str]) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(type, param) -> the parameters of that type whose index rows are together exactly the
+    rows the parameter would have: its expression is the union of theirs (compared as sets of
+    top-level alternatives), of the same type, with the same implicit code system; a composite
+    also needs the same components (types and relative expressions) on a union of base
+    expressions. Composite rows can be pooled because grp numbers are unique in a resource.
+    Such a parameter is not indexed; search reads its sources instead (fewer rows to write:
+    Observation combo-code, combo-value-quantity, combo-code-value-quantity)."""
+    out: dict[tuple[str, str], tuple[str, ...]] = {}
+    for rtype, table in definitions["params"].items():
+        if rtype == "Resource":
+            continue
+        shapes: dict[str, tuple[str, frozenset[str], tuple[tuple[str, str], ...], str | None]] = {}
+        for code, p in table.items():
+            if p.get("type") in _DERIVABLE and p.get("expression") and code not in NOT_INDEXED:
+                comps = tuple((c["type"], c["expression"].strip()) for c in p.get("components", ()))
+                shapes[code] = (p["type"], _alternatives(p["expression"]), comps, implicit.get((rtype, code)))
+        for code, (ptype, alts, comps, system) in shapes.items():
+            if len(alts) < 2:
+                continue
+            sources = sorted(q for q, (qt, qa, qc, qs) in shapes.items()
+                             if q != code and qt == ptype and qc == comps and qs == system and qa < alts)
+            if sources and frozenset().union(*(shapes[q][1] for q in sources)) == alts:
+                out[(rtype, code)] = tuple(sources)
+    # A source that is itself derived stands for its own sources.
+    def expand(key: tuple[str, str]) -> tuple[str, ...]:
+        got: set[str] = set()
+        for q in out[key]:
+            got.update(expand((key[0], q)) if (key[0], q) in out else (q,))
+        return tuple(sorted(got))
+
+    return {key: expand(key) for key in out}
+
+
 class Indexer:
     """Compiled plans for every resource type of a search parameter definition set."""
 
-    def __init__(self, definitions: dict[str, Any], compartment: dict[str, list[str]], *, prefilter: bool = True) -> None:
+    def __init__(self, definitions: dict[str, Any], compartment: dict[str, list[str]], *, prefilter: bool = True,
+                 derive: bool = True) -> None:
         self.prefilter = prefilter  # skip parameters whose root elements are absent (off: evaluate all)
         self.implicit = _implicit_systems(definitions)
+        self.derived = derived_params(definitions, self.implicit) if derive else {}
         params: dict[str, dict[str, Any]] = definitions["params"]
         self.compiled = 0  # expressions compiled (components counted separately)
         self.skipped: list[str] = []  # "Type.code" not indexed: special, no expression, _id...
@@ -548,8 +624,9 @@ class Indexer:
                 if plan is None:
                     self.skipped.append(f"{rtype}.{code}")
                 else:
-                    plans.append(plan)
                     self.compiled += 1 + len(plan.components)
+                    if (rtype, code) not in self.derived:  # compiled all the same: the check stays
+                        plans.append(plan)
         self.common = tuple(tables.pop("Resource", ()))
         self.plans: dict[str, TypePlan] = {
             rtype: TypePlan(rtype, (*self.common, *own), frozenset(compartment.get(rtype, ())))

@@ -41,7 +41,7 @@ from .models import (
 from .query import Include, SearchQuery, TokenValue, parse_token
 from .registry import profile_json
 from .rows import IndexResult
-from .search import SqlBuilder, unindexed
+from .search import SqlBuilder, stored_names, unindexed
 
 _T_RESOURCE: Table = Resource.__table__  # type: ignore[assignment]
 _T_VERSION: Table = ResourceVersion.__table__  # type: ignore[assignment]
@@ -142,7 +142,7 @@ def _plain_token(q: SearchQuery) -> TokenValue | None:
     c = q.clauses[0]
     p = c.param
     if p is None or p.type != "token" or c.modifier is not None or c.chain is not None or c.has_type is not None \
-            or p.code in ("_id", "_lastUpdated") or len(c.values) != 1:
+            or p.code in ("_id", "_lastUpdated") or len(c.values) != 1 or stored_names(p) != (p.code,):
         return None
     tv = parse_token(c.values[0])
     return tv if tv.code is not None else None

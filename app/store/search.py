@@ -14,6 +14,7 @@ from app.errors import InvalidSearch, NotSupported
 
 from . import ucum
 from .confine import Confinement, TypeAccess
+from .indexer import INDEXER
 from .models import (
     INDEX_TABLES,
     Compartment,
@@ -46,6 +47,20 @@ from .registry import ParamDef
 
 UCUM = "http://unitsofmeasure.org"
 US_PER_S = 1_000_000
+
+# (type, param) -> the parameters whose rows stand for it (the indexer writes none of its own).
+_DERIVED = INDEXER.derived
+
+
+def stored_names(p: ParamDef, suffix: str = "") -> tuple[str, ...]:
+    """The `param` values of the index rows that hold parameter p (with a row-name suffix such as
+    `$0` or `:of-type`): its own code, or those of the parameters it is derived from."""
+    sources = _DERIVED.get((p.base, p.code))
+    return (p.code + suffix,) if sources is None else tuple(q + suffix for q in sources)
+
+
+def _param_is(table: Any, names: tuple[str, ...]) -> ColumnElement[bool]:
+    return table.param == names[0] if len(names) == 1 else table.param.in_(names)
 
 
 def unindexed(col: Any) -> Any:
@@ -178,7 +193,7 @@ class SqlBuilder:
                 agg = func.max if key.descending else func.min
                 col = (
                     select(agg(getattr(table, vcol)))
-                    .where(table.res_pk == Resource.pk, table.param == p.code)
+                    .where(table.res_pk == Resource.pk, _param_is(table, stored_names(p)))
                     .correlate(Resource)
                     .scalar_subquery()
                 )
@@ -207,8 +222,8 @@ class SqlBuilder:
             table = INDEX_TABLES.get(p.type)
             if table is None:
                 raise NotSupported(f":missing is not supported on '{p.code}'", expression=c.name)
-            param = f"{p.code}$0" if p.type == "composite" else p.code
-            has = r.pk.in_(select(table.res_pk).where(table.rtype == r.rtype, table.param == param))
+            names = stored_names(p, "$0" if p.type == "composite" else "")
+            has = r.pk.in_(select(table.res_pk).where(table.rtype == r.rtype, _param_is(table, names)))
             return not_(has) if c.values[0] == "true" else has
         if p.type == "token" and c.modifier in ("in", "not-in"):
             inside = r.pk.in_(self._value_set_subquery(rtype, p, c))
@@ -227,25 +242,26 @@ class SqlBuilder:
         if t == "token":
             return self._token_subquery(rtype, p, c.values, c.modifier, r)
         if t == "string":
-            return self._simple(StringIndex, rtype, p.code, [self._string_cond(v, c.modifier) for v in c.values], r)
+            return self._simple(StringIndex, rtype, stored_names(p), [self._string_cond(v, c.modifier) for v in c.values], r)
         if t == "date":
-            return self._simple(DateIndex, rtype, p.code, [self._date_cond(DateIndex, parse_date(c.name, v)) for v in c.values], r)
+            return self._simple(DateIndex, rtype, stored_names(p), [self._date_cond(DateIndex, parse_date(c.name, v)) for v in c.values], r)
         if t == "number":
-            return self._simple(NumberIndex, rtype, p.code, [self._number_cond(NumberIndex, parse_number(c.name, v)) for v in c.values], r)
+            return self._simple(NumberIndex, rtype, stored_names(p), [self._number_cond(NumberIndex, parse_number(c.name, v)) for v in c.values], r)
         if t == "quantity":
-            return self._simple(QuantityIndex, rtype, p.code, [self._quantity_cond(QuantityIndex, parse_quantity(c.name, v)) for v in c.values], r)
+            return self._simple(QuantityIndex, rtype, stored_names(p), [self._quantity_cond(QuantityIndex, parse_quantity(c.name, v)) for v in c.values], r)
         if t == "uri":
-            return self._simple(UriIndex, rtype, p.code, [self._uri_cond(UriIndex, v, c.modifier) for v in c.values], r)
+            return self._simple(UriIndex, rtype, stored_names(p), [self._uri_cond(UriIndex, v, c.modifier) for v in c.values], r)
         if t == "reference":
             if c.modifier == "identifier":
                 return self._token_subquery(rtype, p, c.values, None, r, param=f"{p.code}:identifier")
-            return self._simple(ReferenceIndex, rtype, p.code, [self._reference_cond(ReferenceIndex, v, c.target_type, p) for v in c.values], r)
+            return self._simple(ReferenceIndex, rtype, stored_names(p), [self._reference_cond(ReferenceIndex, v, c.target_type, p) for v in c.values], r)
         if t == "composite":
             return self._composite(rtype, p, c, r)
         raise NotSupported(f"Search parameter '{p.code}' of type {t} is not supported", expression=c.name)
 
-    def _simple(self, table: Any, rtype: str | None, param: str, conds: list[ColumnElement[bool]], r: Any) -> Select[Any]:
-        where = [table.param == param, or_(*conds) if len(conds) > 1 else conds[0]]
+    def _simple(self, table: Any, rtype: str | None, names: tuple[str, ...], conds: list[ColumnElement[bool]],
+                r: Any) -> Select[Any]:
+        where = [_param_is(table, names), or_(*conds) if len(conds) > 1 else conds[0]]
         if rtype is not None:
             where.insert(0, table.rtype == rtype)
         return select(table.res_pk).where(*where)
@@ -273,7 +289,7 @@ class SqlBuilder:
     def _token_subquery(
         self, rtype: str | None, p: ParamDef, values: list[str], modifier: str | None, r: Any, param: str | None = None
     ) -> Select[Any]:
-        code = param or (f"{p.code}:of-type" if modifier == "of-type" else p.code)
+        names = (param,) if param else stored_names(p, ":of-type" if modifier == "of-type" else "")
         # Plain codes without system go into one IN list: one index range scan instead of ORs.
         plain = [parse_token(v).code for v in values if modifier is None and "|" not in v]
         conds: list[ColumnElement[bool]] = []
@@ -281,7 +297,7 @@ class SqlBuilder:
             conds.append(TokenIndex.code.in_(plain))
             values = [v for v in values if "|" in v]
         conds += [self._token_cond(TokenIndex, v, modifier) for v in values]
-        return self._simple(TokenIndex, rtype, code, conds, r)
+        return self._simple(TokenIndex, rtype, names, conds, r)
 
     def _value_set_subquery(self, rtype: str | None, p: ParamDef, c: Clause) -> Select[Any]:
         conds: list[ColumnElement[bool]] = []
@@ -293,7 +309,7 @@ class SqlBuilder:
                                     expression=c.name)
             for system, listed in codes.items():
                 conds.append(and_(TokenIndex.system == system, TokenIndex.code.in_(listed)))
-        return self._simple(TokenIndex, rtype, p.code, conds or [false()], None)
+        return self._simple(TokenIndex, rtype, stored_names(p), conds or [false()], None)
 
     # string
     def _string_cond(self, raw: str, modifier: str | None) -> ColumnElement[bool]:
@@ -398,7 +414,7 @@ class SqlBuilder:
             for i, (comp, part) in enumerate(zip(p.components, parts, strict=True)):
                 table = aliased(INDEX_TABLES[comp.type])
                 aliases.append(table)
-                conds.append(table.param == f"{p.code}${i}")
+                conds.append(_param_is(table, stored_names(p, f"${i}")))
                 if rtype is not None:
                     conds.append(table.rtype == rtype)
                 conds.append(self._component_cond(table, comp.type, c.name, part))

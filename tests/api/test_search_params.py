@@ -348,6 +348,44 @@ def test_composite_components_match_within_one_component(fhir, uid):
     assert search_ids(fhir, "Observation", {**base, "combo-code": f"{LOINC}|8462-4"}) == [o["id"]]
 
 
+def test_combo_parameters_search_the_panel_and_its_components_with_every_modifier(fhir, uid):
+    # combo-* are not indexed on their own: they are searched through code / component-code,
+    # value-quantity / component-value-quantity and the two code-value-quantity composites.
+    p = create(fhir, patient(uid))
+    subject = f"Patient/{p['id']}"
+    bp = create(fhir, blood_pressure(uid, subject, 150, 95))
+    glucose = create(fhir, observation(uid, subject, code="2339-0", display="Glucose",
+                                       value={"value": 140, "unit": "mg/dL", "system": UCUM, "code": "mg/dL"}))
+    coded = create(fhir, observation(uid, subject, code="72166-2", display="Tobacco smoking status", value=None,
+                                     valueCodeableConcept={"coding": [{"system": "http://snomed.info/sct",
+                                                                       "code": "8517006", "display": "Ex-smoker"}]}))
+    base = {"subject": subject}
+
+    def ids(**params: str) -> set[str]:
+        return set(search_ids(fhir, "Observation", {**base, **params}))
+
+    assert ids(**{"combo-code": "85354-9"}) == {bp["id"]}
+    assert ids(**{"combo-code": f"{LOINC}|8480-6"}) == {bp["id"]}
+    assert ids(**{"combo-code": f"{LOINC}|2339-0,{LOINC}|8462-4"}) == {bp["id"], glucose["id"]}
+    assert ids(**{"combo-code": "urn:other|8480-6"}) == set()
+    assert ids(**{"combo-code:not": f"{LOINC}|8480-6"}) == {glucose["id"], coded["id"]}
+    assert ids(**{"combo-code:text": "glucose"}) == {glucose["id"]}
+    assert ids(**{"combo-value-quantity": "gt145"}) == {bp["id"]}  # the systolic component
+    assert ids(**{"combo-value-quantity": "gt120"}) == {bp["id"], glucose["id"]}
+    assert ids(**{"combo-value-quantity:missing": "true"}) == {coded["id"]}
+    assert ids(**{"combo-value-quantity:missing": "false"}) == {bp["id"], glucose["id"]}
+    cvq = "combo-code-value-quantity"
+    assert ids(**{cvq: f"{LOINC}|8462-4$gt90"}) == {bp["id"]}
+    assert ids(**{cvq: f"{LOINC}|8462-4$gt100"}) == set()  # 150 is the systolic's, not the diastolic's
+    assert ids(**{cvq: f"{LOINC}|2339-0$gt100"}) == {glucose["id"]}
+    assert ids(**{cvq: f"{LOINC}|85354-9$gt1"}) == set()  # the panel itself has no value
+    assert ids(**{"combo-value-concept": "http://snomed.info/sct|8517006"}) == {coded["id"]}
+    got = search_ids(fhir, "Observation", {**base, "_sort": "combo-code"})
+    assert got == [glucose["id"], coded["id"], bp["id"]]  # 2339-0 < 72166-2 < 8462-4 (bp's lowest)
+    got = search_ids(fhir, "Observation", {**base, "_sort": "-combo-code"})
+    assert got == [bp["id"], coded["id"], glucose["id"]]  # 85354-9 is bp's highest
+
+
 # ---------------------------------------------------------------- chaining and _has
 
 

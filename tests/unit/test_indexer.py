@@ -60,6 +60,14 @@ def _tokens(res: IndexResult, param: str) -> set[tuple[str | None, str | None]]:
     return {(t.system, t.code) for t in res.tokens if t.param == param}
 
 
+@cache
+def _full() -> indexer.Indexer:
+    """An indexer that also writes the rows of derived parameters (the server's does not)."""
+    from app.store.registry import profile_json
+
+    return indexer.Indexer(profile_json("search_parameters.json"), profile_json("compartment_patient.json"), derive=False)
+
+
 def _epoch(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
@@ -122,7 +130,10 @@ def test_parse_reference(ref: str, parsed: tuple[str | None, str | None]) -> Non
 
 def test_blood_pressure_components_and_composites() -> None:
     bp = next(o for o in _of(BLAZE_PATIENT, "Observation") if o["code"]["coding"][0]["code"] == "85354-9")
-    res = index_resource(bp)
+    # The server writes no combo-* rows (they are derived: see test_derived_parameters_...).
+    served = index_resource(bp)
+    assert not {r.param for r in (*served.tokens, *served.quantities) if r.param.startswith("combo-")}
+    res = _full().index(bp)
     assert _tokens(res, "code") == {(LOINC, "85354-9")}
     assert _tokens(res, "component-code") == {(LOINC, "8480-6"), (LOINC, "8462-4")}
     assert _tokens(res, "combo-code") == {(LOINC, "85354-9"), (LOINC, "8480-6"), (LOINC, "8462-4")}
@@ -224,7 +235,9 @@ def test_counts_per_bundle_match_independent_counts(path: Path) -> None:
         param = "component-code" if code == "8480-6" else "code"
         indexed = sum(1 for r in observations if (LOINC, code) in _tokens(r, param))
         assert indexed == int(hits.get(key, 0)), code
-        assert sum(1 for r in observations if (LOINC, code) in _tokens(r, "combo-code")) == indexed
+        # combo-code is searched through the rows of the parameters it is derived from
+        combo = indexer.INDEXER.derived[("Observation", "combo-code")]
+        assert sum(1 for r in observations if any((LOINC, code) in _tokens(r, q) for q in combo)) == indexed
 
     patients = _of(path, "Patient")
     if patients:
@@ -381,4 +394,48 @@ def test_skipping_absent_elements_changes_no_row() -> None:
            "effectivePeriod": {"start": "2020-01-01"}, "valueCodeableConcept": {"coding": [{"code": "a"}]},
            "_issued": {"extension": [{"url": "http://e", "valueString": "s"}]}}
     assert fast.index(odd) == full.index(odd)
-    assert {t.param for t in fast.index(odd).tokens} >= {"value-concept", "status", "combo-value-concept"}
+    assert {t.param for t in fast.index(odd).tokens} >= {"value-concept", "status"}
+
+
+def test_derived_parameters_are_exactly_the_union_of_their_sources() -> None:
+    """A parameter left unindexed because its expression is the union of others' (Observation
+    combo-*) must be answered by their rows: on every resource of every shared bundle, the rows
+    it would have are those of its sources (composites: the same component values per element)."""
+    derived = indexer.INDEXER.derived
+    assert {code for (rtype, code) in derived if rtype == "Observation"} >= {
+        "combo-code", "combo-value-quantity", "combo-code-value-quantity", "combo-value-concept"}
+    assert all(code not in sources for (_, code), sources in derived.items())
+    full = _full()
+
+    def plain(res: IndexResult, params: set[str]) -> set[tuple[Any, ...]]:
+        rows = (*res.tokens, *res.quantities)
+        return {(type(r).__name__, *r[1:-1]) for r in rows if r.param in params}
+
+    def composite(res: IndexResult, params: set[str]) -> list[tuple[Any, ...]]:
+        parts: dict[Any, list[tuple[Any, ...]]] = {}
+        for r in (*res.tokens, *res.quantities):
+            name, _, i = r.param.rpartition("$")
+            if name in params:
+                parts.setdefault(r.grp, []).append((i, *r[1:-1]))
+        return sorted(tuple(sorted(v)) for v in parts.values())
+
+    from app.store.registry import profile_json
+
+    types = {(t, c): p["type"] for t, table in profile_json("search_parameters.json")["params"].items()
+             for c, p in table.items()}
+    n = checked = 0
+    for path in _files():
+        for r in _bundle(path):
+            rtype = r["resourceType"]
+            mine = [(code, sources) for (t, code), sources in derived.items() if t == rtype]
+            if not mine:
+                continue
+            got, served = full.index(r), index_resource(r)
+            for code, sources in mine:
+                if types[(rtype, code)] == "composite":
+                    assert composite(got, {code}) == composite(served, set(sources)), (rtype, r.get("id"), code)
+                else:
+                    assert plain(got, {code}) == plain(served, set(sources)), (rtype, r.get("id"), code)
+                checked += 1
+            n += 1
+    assert n > 4_000 and checked > 20_000
