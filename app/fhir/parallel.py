@@ -154,6 +154,7 @@ class Split:
         self._pending = self._locked = False
         self._here_s = 0.0
         self._here_end: float | None = None
+        self._verdict: list[int] | None = None
 
     @property
     def first_there(self) -> int:
@@ -186,16 +187,19 @@ class Split:
     def there(self) -> list[int]:
         if self.sent is None:
             return []
-        asked = time.perf_counter()
-        got = _receive() if self._pending else None
-        self._pending = False
-        if got is None:  # the helper was lost: check its part here, from the copy sent
-            copies = [(rtype, resource, url_id) for rtype, resource, url_id in orjson.loads(self.sent)]
-            return [self.theirs[i] for i in _local(copies, self.check)]
-        took, bad = got
-        if self.balance is not None and self._here_end is not None:
-            self.balance.learn(len(self.mine), self._here_s, len(self.theirs), took, asked - self._here_end)
-        return [self.theirs[i] for i in bad]
+        if self._verdict is None:
+            asked = time.perf_counter()
+            got = _receive() if self._pending else None
+            self._pending = False
+            if got is None:  # the helper was lost: check its part here, from the copy sent
+                copies = [(rtype, resource, url_id) for rtype, resource, url_id in orjson.loads(self.sent)]
+                bad = _local(copies, self.check)
+            else:
+                took, bad = got
+                if self.balance is not None and self._here_end is not None:
+                    self.balance.learn(len(self.mine), self._here_s, len(self.theirs), took, asked - self._here_end)
+            self._verdict = [self.theirs[i] for i in bad]
+        return list(self._verdict)  # asked again, the same answer
 
     def job(self, pos: int) -> Job:
         if self.sent is None:

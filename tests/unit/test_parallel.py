@@ -133,3 +133,20 @@ def test_a_split_with_a_balance_learns_from_the_helper():
         split.here()
         split.there()
     assert b.share != 0.5 and parallel.Balance.LOW <= b.share <= parallel.Balance.HIGH
+
+
+def test_asking_the_helper_twice_gives_the_same_answer_without_checking_again():
+    jobs = _jobs()
+    want = _serial(jobs)
+    calls = []
+
+    def check(rtype, resource, url_id):
+        calls.append(1)
+        return ix.check_body(rtype, resource, url_id)
+
+    with parallel.Split(jobs, check, here=0.3, spread=True) as split:
+        mine = split.here()
+        first, again = split.there(), split.there()
+        # only this process's part was checked here: the helper's verdict is kept, not redone
+        assert len(calls) == len(split.mine) < len(jobs)
+    assert first == again and sorted(mine + first) == want
