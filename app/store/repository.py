@@ -116,7 +116,8 @@ def _current_select() -> Any:
 
 
 # Built once: the hot read path pays neither statement construction nor cache-key generation.
-_READ = _current_select().where(Resource.rtype == bindparam("t"), Resource.rid == bindparam("i"))
+_CURRENT = _current_select()
+_READ = _CURRENT.where(Resource.rtype == bindparam("t"), Resource.rid == bindparam("i"))
 _HEAD = select(Resource.pk, Resource.version, Resource.deleted).where(Resource.rtype == bindparam("t"), Resource.rid == bindparam("i"))
 # The same inside one patient's compartment (a patient/ token without granular filters).
 _IN_COMPARTMENT = (select(Compartment.res_pk)
@@ -185,7 +186,7 @@ class ResourceStore:
     # ---------------------------------------------------------------- reads
 
     def _current(self) -> Any:
-        return _current_select()
+        return _CURRENT  # statements are immutable: built once, extended per query
 
     @staticmethod
     def _stored(row: Any) -> Stored:
@@ -199,8 +200,8 @@ class ResourceStore:
         elif (patient := _compartment_only(confine)) is not None:
             row = _FAST_READ_IN.first(self.session, {"t": rtype, "i": rid, "p": patient})
         else:
-            stmt = _current_select().where(Resource.rtype == rtype, Resource.rid == rid,
-                                           *self.sql.confinement(rtype, confine))
+            stmt = _CURRENT.where(Resource.rtype == rtype, Resource.rid == rid,
+                                  *self.sql.confinement(rtype, confine))
             row = self.session.execute(stmt).first()
         return self._stored(row) if row else None
 
@@ -492,7 +493,7 @@ class ResourceStore:
 
     def _by_url(self, rtype: str, url: str) -> dict[str, Any] | None:
         stmt = (
-            _current_select()
+            _CURRENT
             .where(Resource.rtype == rtype, Resource.deleted == false())
             .where(Resource.pk.in_(select(UriIndex.res_pk).where(UriIndex.rtype == rtype, UriIndex.param == "url",
                                                                  UriIndex.value == url)))
