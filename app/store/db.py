@@ -37,6 +37,10 @@ class Database:
         Core only: the store writes set-based statements and reads rows, so no ORM unit of work."""
         token = _write_intent.set(write)
         conn = self.engine.connect()
+        if not write and not self.is_sqlite:
+            # Under READ COMMITTED every statement takes its own snapshot anyway, so a read-only
+            # request sees the same in autocommit, without the BEGIN and ROLLBACK round trips.
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         try:
             yield conn
         finally:
