@@ -335,15 +335,22 @@ def batch(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
     pending_criteria: set[str] = set()
     session = ctx.store.session
 
-    # If-None-Exist criteria are matched together up front, against the store as the batch
-    # found it; an answer is used only while that is still the store (nothing written yet).
+    # One pass over the entries finds the creates, whose bodies are checked up front (a large
+    # batch on two cores, app.fhir.parallel: this process checks its part and runs those entries
+    # while the helper checks the rest, awaited at the first entry of the helper's part; an entry
+    # that fails is checked again in its turn, which answers it with its own outcome), and their
+    # If-None-Exist criteria, matched together against the store as the batch found it (an
+    # answer is used only while that is still the store: nothing written yet).
+    creates: dict[int, Any] = {}
     criteria_of: dict[int, ix.Criteria] = {}
     for i, raw in enumerate(raw_entries):
         res = raw.get("resource") if isinstance(raw, dict) else None
         req = raw.get("request") if isinstance(raw, dict) else None
-        if isinstance(req, dict) and req.get("method") == "POST" and isinstance(ine := req.get("ifNoneExist"), str) \
-                and ine and isinstance(res, dict) and isinstance(rt := res.get("resourceType"), str) and rt in RESOURCE_TYPES:
-            criteria_of[i] = (rt, ine.split("?", 1)[-1], "If-None-Exist", "create")
+        if isinstance(res, dict) and isinstance(rt := res.get("resourceType"), str) and isinstance(req, dict) \
+                and req.get("method") == "POST":
+            creates[i] = res
+            if isinstance(ine := req.get("ifNoneExist"), str) and ine and rt in RESOURCE_TYPES:
+                criteria_of[i] = (rt, ine.split("?", 1)[-1], "If-None-Exist", "create")
     prematched = dict(zip(criteria_of, ix.conditional_matches_many(ctx, list(criteria_of.values())), strict=True)) \
         if len(criteria_of) > 1 else {}
     written = False
@@ -358,17 +365,6 @@ def batch(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
             pending.clear()
             pending_criteria.clear()
 
-    # The bodies of creates are checked up front, a large batch on two cores (app.fhir.parallel):
-    # this process checks its part and runs those entries while the helper checks the rest, whose
-    # verdicts are awaited at the first entry of the helper's part. An entry that fails is checked
-    # again in its turn, which answers it with its own outcome.
-    creates: dict[int, Any] = {}
-    for i, raw in enumerate(raw_entries):
-        res = raw.get("resource") if isinstance(raw, dict) else None
-        req = raw.get("request") if isinstance(raw, dict) else None
-        if isinstance(res, dict) and isinstance(res.get("resourceType"), str) and isinstance(req, dict) \
-                and req.get("method") == "POST":
-            creates[i] = res
     positions = list(creates)
     jobs = [(creates[i]["resourceType"], creates[i], None) for i in positions]
     with parallel.Split(jobs, ix.check_body, here=_BATCH_SHARE) as split:
@@ -488,14 +484,14 @@ def _resolve(ctx: ix.Context, entries: list[Entry], full_urls: dict[str, int],
             wanted.append((e, (e.rtype or "", ine.split("?", 1)[-1], "ifNoneExist", "create")))
         elif e.method in ("PUT", "PATCH", "DELETE") and e.rid is None:
             wanted.append((e, (e.rtype or "", e.query or "", f"Conditional {e.method}", _interaction(e))))
-    matched = dict(zip((id(e) for e, _ in wanted),
-                       ix.conditional_matches_many(ctx, [c for _, c in wanted]), strict=True))
+    for (e, _), got in zip(wanted, ix.conditional_matches_many(ctx, [c for _, c in wanted]), strict=True):
+        e.extra["matches"] = got
 
     def matches_of(e: Entry) -> list[tuple[int, str, int]]:
-        got = matched[id(e)]
+        got = e.extra["matches"]
         if isinstance(got, FhirError):
             raise got
-        return got
+        return list(got)
 
     for e in ordered:
         try:
@@ -676,8 +672,8 @@ def transaction(ctx: ix.Context, raw_entries: list[Any]) -> dict[str, Any]:
             raise _entry_error(err, e) from None
 
     # Every body is validated; a large transaction on two cores (app.fhir.parallel): this process
-    # checks its share (spread over the entries, so both sides get the same mix), then resolves identities, prepares and executes the entries while the
-    # helper checks the rest. Nothing is committed before the helper's verdict, and an invalid
+    # checks its share (spread over the entries, so both sides get the same mix), then resolves
+    # identities, prepares and executes the entries while the helper checks the rest. Nothing is committed before the helper's verdict, and an invalid
     # body is reported before anything the resolving or executing found, as a serial check
     # would (a failing transaction is rolled back whole). Rewriting references changes only
     # reference strings, which validation accepts either way.

@@ -212,9 +212,10 @@ Criteria = tuple[str, str, str, str]  # (resource type, query, what it is for me
 
 
 def conditional_matches_many(ctx: Context, items: Sequence[Criteria]) -> list[list[tuple[int, str, int]] | FhirError]:
-    """conditional_matches of each item, matched together (one round trip per store.MATCH_CHUNK);
-    an item whose criteria do not parse gets its error in its place, so the caller can report
-    errors in its own order."""
+    """conditional_matches of each item, matched together (store.match_many: one statement per
+    type and parameter for plain token criteria); an item whose criteria do not parse, or that
+    the token may not search, gets its error in its place, so the caller reports errors in its
+    own order."""
     from urllib.parse import parse_qsl
 
     out: list[list[tuple[int, str, int]] | FhirError] = []

@@ -125,6 +125,7 @@ _IN_COMPARTMENT = (select(Compartment.res_pk)
 _READ_IN = _READ.where(_IN_COMPARTMENT)
 _FAST_READ = Prepared(_READ)
 _FAST_READ_IN = Prepared(_READ_IN)
+_HEAD_IN = _HEAD.where(_IN_COMPARTMENT)
 
 # Live resources of one type whose token parameter has one of these codes (match_many).
 _TOKEN_MATCH = (
@@ -135,10 +136,10 @@ _TOKEN_MATCH = (
 )
 
 
-def _plain_token(q: SearchQuery) -> TokenValue | None:
-    """The value of a query that is one plain token clause with one code (`param=[system|]code`,
-    no modifier, chain or confinement), else None."""
-    if q.confine is not None or len(q.clauses) != 1:
+def _plain_token(q: SearchQuery) -> tuple[str, str, TokenValue] | None:
+    """(type, parameter, value) of a query that is one plain token clause with one code
+    (`param=[system|]code` on a type, no modifier, chain or confinement), else None."""
+    if q.rtype is None or q.confine is not None or len(q.clauses) != 1:
         return None
     c = q.clauses[0]
     p = c.param
@@ -146,8 +147,7 @@ def _plain_token(q: SearchQuery) -> TokenValue | None:
             or p.code in ("_id", "_lastUpdated") or len(c.values) != 1 or stored_names(p) != (p.code,):
         return None
     tv = parse_token(c.values[0])
-    return tv if tv.code is not None else None
-_HEAD_IN = _HEAD.where(_IN_COMPARTMENT)
+    return (q.rtype, p.code, tv) if tv.code is not None else None
 
 
 def _compartment_only(conf: Confinement) -> str | None:
@@ -581,11 +581,11 @@ class ResourceStore:
         out: list[list[tuple[int, str, int]]] = [[] for _ in queries]
         groups: dict[tuple[str, str], list[tuple[int, TokenValue]]] = {}
         for k, q in enumerate(queries):
-            tv = _plain_token(q)
-            if tv is None or q.rtype is None:
+            plain = _plain_token(q)
+            if plain is None:
                 out[k] = self.match_ids(q, limit)
             else:
-                groups.setdefault((q.rtype, q.clauses[0].param.code), []).append((k, tv))  # type: ignore[union-attr]
+                groups.setdefault(plain[:2], []).append((k, plain[2]))
         for (rtype, param), items in groups.items():
             codes = sorted({tv.code for _, tv in items if tv.code is not None})
             hits: dict[str, list[tuple[str | None, int, str, int]]] = {}
